@@ -1,0 +1,3 @@
+from edvr.cli import main
+
+raise SystemExit(main())

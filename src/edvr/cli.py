@@ -1,0 +1,52 @@
+"""The ``edvr`` command line: thin subcommands that parse arguments and call the library.
+
+Each subcommand lives in a module with ``add_arguments(parser, name)`` and ``run(args) -> int``. Those modules keep
+heavy imports (video, training, datasets) inside ``run``, so that ``edvr models`` never imports the training stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from edvr import __version__
+from edvr.errors import EdvrError
+
+# name -> (module, one-line help). The one registry of commands.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "models": ("edvr.models.commands", "list the named models (presets and shipped weights)"),
+    "convert": ("edvr.models.commands", "convert any EDVR checkpoint to edvr's safetensors format"),
+    "info": ("edvr.models.commands", "show the format and architecture inferred from a checkpoint"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edvr", description="EDVR video restoration")
+    parser.add_argument("--version", action="version", version=f"edvr {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module_name)
+        _module(module_name).add_arguments(p, name)
+    return parser
+
+
+def _module(module_name: str):
+    return importlib.import_module(module_name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 1
+    try:
+        return int(_module(args._module).run(args) or 0)
+    except EdvrError as e:
+        print(f"edvr {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"edvr {args.command}: interrupted", file=sys.stderr)
+        return 130

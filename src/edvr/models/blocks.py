@@ -1,0 +1,235 @@
+"""The building blocks of EDVR: residual block, DCN pack, PCD alignment, TSA fusion, PreDeblur.
+
+Parameter names follow BasicSR's ``edvr_arch`` so that its checkpoints load without renaming; conversions from the
+original EDVR repository and mmagic live in ``convert.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edvr.ops import deform_conv
+
+# LeakyReLU slope of every activation in EDVR except the ReLU inside residual blocks.
+LRELU_SLOPE = 0.1
+# The reference warns when the mean |offset| of a DCN exceeds this: a known sign that training is diverging.
+OFFSET_WARN_THRESHOLD = 50.0
+_warned_layers: set[str] = set()
+
+
+def lrelu(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, LRELU_SLOPE)
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+class ResidualBlockNoBN(nn.Module):
+    """conv3x3 -> ReLU -> conv3x3, plus the identity (no batch norm)."""
+
+    def __init__(self, num_feat: int = 64) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+def residual_blocks(num_blocks: int, num_feat: int) -> nn.Sequential:
+    return nn.Sequential(*(ResidualBlockNoBN(num_feat) for _ in range(num_blocks)))
+
+
+class DCNPack(nn.Module):
+    """Modulated deformable conv whose offsets and mask come from separate *offset features*, not from its input.
+
+    ``conv_offset`` maps the offset features to ``3*G*9`` channels, split into three equal chunks (o1, o2, m):
+    offsets = cat(o1, o2), mask = sigmoid(m). ``conv_offset`` starts at zero, so a fresh pack is a plain conv.
+    """
+
+    def __init__(self, num_feat: int, deformable_groups: int = 8, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.deformable_groups = deformable_groups
+        self.weight = nn.Parameter(torch.empty(num_feat, num_feat, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(num_feat))
+        self.conv_offset = nn.Conv2d(num_feat, 3 * deformable_groups * kernel_size**2, kernel_size, 1, kernel_size // 2)
+        self.padding = kernel_size // 2
+        self.layer_name = "dcn"  # set to the qualified name by the owning model, for the offset warning
+        self.backend: str | None = None  # requested backend; None follows the context / environment at call time
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        fan_in = self.weight[0].numel()
+        bound = 1.0 / math.sqrt(fan_in)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.zeros_(self.bias)
+        nn.init.zeros_(self.conv_offset.weight)
+        nn.init.zeros_(self.conv_offset.bias)
+
+    def offsets_and_mask(self, offset_feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N, C, H, W)`` offset features -> offsets ``(N, 2*G*9, H, W)`` and mask ``(N, G*9, H, W)``."""
+        o1, o2, m = torch.chunk(self.conv_offset(offset_feat), 3, dim=1)
+        return torch.cat((o1, o2), dim=1), torch.sigmoid(m)
+
+    def forward(self, x: torch.Tensor, offset_feat: torch.Tensor) -> torch.Tensor:
+        offset, mask = self.offsets_and_mask(offset_feat)
+        if self.training:
+            self._warn_if_offsets_large(offset)
+        return deform_conv.modulated_deform_conv2d(
+            x, offset, mask, self.weight, self.bias, padding=self.padding, backend=self.backend
+        )
+
+    def _warn_if_offsets_large(self, offset: torch.Tensor) -> None:
+        # Checked in training only: it costs a reduction and a device sync on every call.
+        if self.layer_name in _warned_layers:
+            return
+        mean = offset.detach().abs().mean().item()
+        if mean > OFFSET_WARN_THRESHOLD:
+            _warned_layers.add(self.layer_name)
+            warnings.warn(
+                f"{self.layer_name}: mean |offset| is {mean:.1f} (> {OFFSET_WARN_THRESHOLD:g}), a known sign of "
+                "unstable training; consider a lower learning rate for the offset convs",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+
+class PCDAlignment(nn.Module):
+    """Pyramid, Cascading and Deformable alignment of one neighbour's features to the reference frame's.
+
+    Coarse to fine over levels L3 (1/4), L2 (1/2), L1 (full): each level predicts offset features from
+    [neighbour, reference] and, below L3, from the x2-upsampled offset features of the coarser level (times 2,
+    since offsets are in pixels); a DCN pack aligns the neighbour; a cascade DCN refines the L1 result.
+    """
+
+    def __init__(self, num_feat: int = 64, deformable_groups: int = 8) -> None:
+        super().__init__()
+        self.offset_conv1 = nn.ModuleDict()
+        self.offset_conv2 = nn.ModuleDict()
+        self.offset_conv3 = nn.ModuleDict()
+        self.dcn_pack = nn.ModuleDict()
+        self.feat_conv = nn.ModuleDict()
+        for level in ("l3", "l2", "l1"):
+            self.offset_conv1[level] = nn.Conv2d(num_feat * 2, num_feat, 3, 1, 1)
+            if level == "l3":
+                self.offset_conv2[level] = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+            else:
+                self.offset_conv2[level] = nn.Conv2d(num_feat * 2, num_feat, 3, 1, 1)
+                self.offset_conv3[level] = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+            self.dcn_pack[level] = DCNPack(num_feat, deformable_groups)
+            if level != "l3":
+                self.feat_conv[level] = nn.Conv2d(num_feat * 2, num_feat, 3, 1, 1)
+        self.cas_offset_conv1 = nn.Conv2d(num_feat * 2, num_feat, 3, 1, 1)
+        self.cas_offset_conv2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.cas_dcnpack = DCNPack(num_feat, deformable_groups)
+
+    def forward(self, nbr: list[torch.Tensor], ref: list[torch.Tensor]) -> torch.Tensor:
+        """``nbr``, ``ref``: [L1, L2, L3] features ``(B, C, h / 2**i, w / 2**i)``; returns aligned ``(B, C, h, w)``."""
+        up_offset = up_feat = None
+        feat = nbr[0]
+        for i, level in ((2, "l3"), (1, "l2"), (0, "l1")):
+            offset = lrelu(self.offset_conv1[level](torch.cat((nbr[i], ref[i]), dim=1)))
+            if up_offset is None:
+                offset = lrelu(self.offset_conv2[level](offset))
+            else:
+                offset = lrelu(self.offset_conv2[level](torch.cat((offset, up_offset), dim=1)))
+                offset = lrelu(self.offset_conv3[level](offset))
+            feat = self.dcn_pack[level](nbr[i], offset)
+            if up_feat is not None:
+                feat = self.feat_conv[level](torch.cat((feat, up_feat), dim=1))
+            if i > 0:  # L1's aligned features get no activation before the cascade
+                feat = lrelu(feat)
+                up_offset = upsample2x(offset) * 2
+                up_feat = upsample2x(feat)
+        offset = torch.cat((feat, ref[0]), dim=1)
+        offset = lrelu(self.cas_offset_conv2(lrelu(self.cas_offset_conv1(offset))))
+        return lrelu(self.cas_dcnpack(feat, offset))
+
+
+class TSAFusion(nn.Module):
+    """Temporal and Spatial Attention fusion.
+
+    Temporal: each aligned frame's embedding is compared with the centre frame's (per-pixel dot product over
+    channels, sigmoid) and weighs that frame; a 1x1 conv fuses the weighted frames. Spatial: an attention pyramid
+    (max + avg pooling) modulates the fused features: ``feat * sigmoid(attn) * 2 + attn_add``.
+    """
+
+    def __init__(self, num_feat: int = 64, num_frames: int = 5, center_frame_idx: int = 2) -> None:
+        super().__init__()
+        self.center_frame_idx = center_frame_idx
+        self.temporal_attn1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)  # embeds the centre frame
+        self.temporal_attn2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)  # embeds every frame
+        self.feat_fusion = nn.Conv2d(num_frames * num_feat, num_feat, 1, 1)
+        self.spatial_attn1 = nn.Conv2d(num_frames * num_feat, num_feat, 1)
+        self.spatial_attn2 = nn.Conv2d(num_feat * 2, num_feat, 1)
+        self.spatial_attn3 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.spatial_attn4 = nn.Conv2d(num_feat, num_feat, 1)
+        self.spatial_attn5 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.spatial_attn_l1 = nn.Conv2d(num_feat, num_feat, 1)
+        self.spatial_attn_l2 = nn.Conv2d(num_feat * 2, num_feat, 3, 1, 1)
+        self.spatial_attn_l3 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.spatial_attn_add1 = nn.Conv2d(num_feat, num_feat, 1)
+        self.spatial_attn_add2 = nn.Conv2d(num_feat, num_feat, 1)
+
+    @staticmethod
+    def _pool(x: torch.Tensor) -> torch.Tensor:
+        # Max and average pooling, 3x3 stride 2 pad 1; the average counts the zero padding (PyTorch's default).
+        return torch.cat((F.max_pool2d(x, 3, 2, 1), F.avg_pool2d(x, 3, 2, 1)), dim=1)
+
+    def forward(self, aligned: torch.Tensor) -> torch.Tensor:
+        """``aligned``: ``(B, T, C, h, w)``; returns the fused ``(B, C, h, w)`` (h, w multiples of 4)."""
+        b, t, c, h, w = aligned.shape
+        emb_ref = self.temporal_attn1(aligned[:, self.center_frame_idx])
+        emb = self.temporal_attn2(aligned.reshape(b * t, c, h, w)).view(b, t, c, h, w)
+        corr = torch.sigmoid((emb * emb_ref.unsqueeze(1)).sum(dim=2, keepdim=True))  # (B, T, 1, h, w)
+        weighted = (aligned * corr).reshape(b, t * c, h, w)
+
+        feat = lrelu(self.feat_fusion(weighted))
+        attn = lrelu(self.spatial_attn1(weighted))
+        attn = lrelu(self.spatial_attn2(self._pool(attn)))  # h/2
+        attn_level = lrelu(self.spatial_attn_l1(attn))
+        attn_level = lrelu(self.spatial_attn_l2(self._pool(attn_level)))  # h/4
+        attn_level = upsample2x(lrelu(self.spatial_attn_l3(attn_level)))  # h/2
+        attn = lrelu(self.spatial_attn3(attn)) + attn_level
+        attn = upsample2x(lrelu(self.spatial_attn4(attn)))  # h
+        attn = self.spatial_attn5(attn)
+        attn_add = self.spatial_attn_add2(lrelu(self.spatial_attn_add1(attn)))
+        return feat * torch.sigmoid(attn) * 2 + attn_add
+
+
+class PredeblurModule(nn.Module):
+    """PreDeblur front end: a small encoder-decoder (three levels, residual blocks) that removes blur in feature
+    space before alignment. With ``hr_in`` two stride-2 convs first bring full-resolution input down by 4."""
+
+    def __init__(self, num_in_ch: int = 3, num_feat: int = 64, hr_in: bool = False) -> None:
+        super().__init__()
+        self.hr_in = hr_in
+        self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
+        if hr_in:
+            self.stride_conv_hr1 = nn.Conv2d(num_feat, num_feat, 3, 2, 1)
+            self.stride_conv_hr2 = nn.Conv2d(num_feat, num_feat, 3, 2, 1)
+        self.stride_conv_l2 = nn.Conv2d(num_feat, num_feat, 3, 2, 1)
+        self.stride_conv_l3 = nn.Conv2d(num_feat, num_feat, 3, 2, 1)
+        self.resblock_l3 = ResidualBlockNoBN(num_feat)
+        self.resblock_l2_1 = ResidualBlockNoBN(num_feat)
+        self.resblock_l2_2 = ResidualBlockNoBN(num_feat)
+        self.resblock_l1 = nn.ModuleList(ResidualBlockNoBN(num_feat) for _ in range(5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feat_l1 = lrelu(self.conv_first(x))
+        if self.hr_in:
+            feat_l1 = lrelu(self.stride_conv_hr2(lrelu(self.stride_conv_hr1(feat_l1))))
+        feat_l2 = lrelu(self.stride_conv_l2(feat_l1))
+        feat_l3 = lrelu(self.stride_conv_l3(feat_l2))
+        feat_l3 = upsample2x(self.resblock_l3(feat_l3))
+        feat_l2 = upsample2x(self.resblock_l2_2(self.resblock_l2_1(feat_l2) + feat_l3))
+        feat_l1 = self.resblock_l1[1](self.resblock_l1[0](feat_l1)) + feat_l2
+        for block in self.resblock_l1[2:]:
+            feat_l1 = block(feat_l1)
+        return feat_l1

@@ -1,0 +1,225 @@
+"""EDVR: Video Restoration with Enhanced Deformable Convolutional Networks (Wang et al., CVPRW 2019).
+
+One output frame from ``num_frames`` consecutive input frames: per-frame features (residual blocks, 3-level
+pyramid), PCD alignment of every frame to the centre frame, TSA fusion, residual reconstruction, two pixel-shuffle
+x2 stages, plus the bilinear x4 upsample of the centre frame. With ``hr_in`` (deblurring) the input is at full
+resolution, brought down by 4 by strided convs (inside PreDeblur, or ``conv_first`` + two strided convs in the
+original repo's "Stage 2" models), and the output has the input's size.
+
+The forward pass is split into :meth:`EDVR.encode` (per frame, cacheable across sliding windows),
+:meth:`EDVR.align_and_fuse` and :meth:`EDVR.reconstruct`, so that streaming inference computes each frame's
+features once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edvr.models.blocks import (
+    DCNPack,
+    PCDAlignment,
+    PredeblurModule,
+    TSAFusion,
+    lrelu,
+    residual_blocks,
+)
+
+Pyramid = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class EDVRConfig:
+    """Everything that fixes the architecture (and so the parameter names and shapes)."""
+
+    num_in_ch: int = 3
+    num_out_ch: int = 3
+    num_feat: int = 64
+    num_frames: int = 5
+    deformable_groups: int = 8
+    num_extract_block: int = 5
+    num_reconstruct_block: int = 10
+    center_frame_idx: int | None = None
+    hr_in: bool = False
+    with_predeblur: bool = False
+    with_tsa: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+        c = self.center
+        if not 0 <= c < self.num_frames:
+            raise ValueError(f"center_frame_idx {c} is outside 0..{self.num_frames - 1}")
+        if self.num_feat % self.deformable_groups:
+            raise ValueError(f"num_feat {self.num_feat} is not a multiple of deformable_groups {self.deformable_groups}")
+
+    @property
+    def center(self) -> int:
+        return self.num_frames // 2 if self.center_frame_idx is None else self.center_frame_idx
+
+    @property
+    def scale(self) -> int:
+        return 1 if self.hr_in else 4
+
+    @property
+    def multiple(self) -> int:
+        """Input H and W must be multiples of this (the model pads to it): 3 pyramid levels, and 4x more for HR."""
+        return 16 if self.hr_in else 4
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class EDVR(nn.Module):
+    """The EDVR network. Input ``(B, T, C, H, W)`` in [0, 1]; output ``(B, C, scale*H, scale*W)``.
+
+    Any H, W work: the frames are padded (reflection) to the model's multiple and the output cropped back.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_in_ch: int = 3,
+        num_out_ch: int = 3,
+        num_feat: int = 64,
+        num_frames: int = 5,
+        deformable_groups: int = 8,
+        num_extract_block: int = 5,
+        num_reconstruct_block: int = 10,
+        center_frame_idx: int | None = None,
+        hr_in: bool = False,
+        with_predeblur: bool = False,
+        with_tsa: bool = True,
+        dcn_backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = cfg = EDVRConfig(
+            num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, num_frames=num_frames,
+            deformable_groups=deformable_groups, num_extract_block=num_extract_block,
+            num_reconstruct_block=num_reconstruct_block, center_frame_idx=center_frame_idx, hr_in=hr_in,
+            with_predeblur=with_predeblur, with_tsa=with_tsa,
+        )
+        self.center_frame_idx = cfg.center
+        self.scale = cfg.scale
+        nf = num_feat
+
+        if with_predeblur:
+            self.predeblur = PredeblurModule(num_in_ch, nf, hr_in=hr_in)
+            self.conv_1x1 = nn.Conv2d(nf, nf, 1, 1)
+        else:
+            self.conv_first = nn.Conv2d(num_in_ch, nf, 3, 1, 1)
+            if hr_in:  # the original repo's "Stage 2" models: strided convs without PreDeblur
+                self.stride_conv_hr1 = nn.Conv2d(nf, nf, 3, 2, 1)
+                self.stride_conv_hr2 = nn.Conv2d(nf, nf, 3, 2, 1)
+        self.feature_extraction = residual_blocks(num_extract_block, nf)
+        self.conv_l2_1 = nn.Conv2d(nf, nf, 3, 2, 1)
+        self.conv_l2_2 = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.conv_l3_1 = nn.Conv2d(nf, nf, 3, 2, 1)
+        self.conv_l3_2 = nn.Conv2d(nf, nf, 3, 1, 1)
+
+        self.pcd_align = PCDAlignment(nf, deformable_groups)
+        if with_tsa:
+            self.fusion: nn.Module = TSAFusion(nf, num_frames, cfg.center)
+        else:
+            self.fusion = nn.Conv2d(num_frames * nf, nf, 1, 1)
+
+        self.reconstruction = residual_blocks(num_reconstruct_block, nf)
+        self.upconv1 = nn.Conv2d(nf, nf * 4, 3, 1, 1)
+        self.upconv2 = nn.Conv2d(nf, 64 * 4, 3, 1, 1)  # the second stage always goes to 64 channels
+        self.conv_hr = nn.Conv2d(64, 64, 3, 1, 1)
+        self.conv_last = nn.Conv2d(64, num_out_ch, 3, 1, 1)
+
+        for name, module in self.named_modules():
+            if isinstance(module, DCNPack):
+                module.layer_name = name
+        self.set_dcn_backend(dcn_backend)
+
+    # ---------------------------------------------------------------- configuration helpers
+    def set_dcn_backend(self, name: str | None) -> None:
+        """Pick the deformable-conv backend of every DCN in the model (None: context / env var / auto)."""
+        from edvr.ops.deform_conv import requested_backend
+
+        chosen = requested_backend(name)
+        for module in self.dcn_modules():
+            module.backend = chosen
+
+    def dcn_modules(self) -> list[DCNPack]:
+        return [m for m in self.modules() if isinstance(m, DCNPack)]
+
+    def dcn_offset_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the convs that predict DCN offsets and masks (for an lr multiplier in training)."""
+        return [p for m in self.dcn_modules() for p in m.conv_offset.parameters()]
+
+    def tsa_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the TSA fusion module (trained alone during the warm-up of the official recipes)."""
+        return list(self.fusion.parameters()) if self.config.with_tsa else []
+
+    # ---------------------------------------------------------------- forward, in three cacheable parts
+    def encode(self, frames: torch.Tensor) -> Pyramid:
+        """Per-frame features. ``frames``: ``(N, C, H, W)`` (H, W multiples of :attr:`EDVRConfig.multiple`);
+        returns the pyramid ``(N, nf, h, w)``, ``(N, nf, h/2, w/2)``, ``(N, nf, h/4, w/4)`` with h = H / scale_in."""
+        if self.config.with_predeblur:
+            feat_l1 = self.conv_1x1(self.predeblur(frames))
+        else:
+            feat_l1 = lrelu(self.conv_first(frames))
+            if self.config.hr_in:
+                feat_l1 = lrelu(self.stride_conv_hr2(lrelu(self.stride_conv_hr1(feat_l1))))
+        feat_l1 = self.feature_extraction(feat_l1)
+        feat_l2 = lrelu(self.conv_l2_2(lrelu(self.conv_l2_1(feat_l1))))
+        feat_l3 = lrelu(self.conv_l3_2(lrelu(self.conv_l3_1(feat_l2))))
+        return feat_l1, feat_l2, feat_l3
+
+    def align_and_fuse(self, feats: list[Pyramid]) -> torch.Tensor:
+        """``feats``: the T frames' pyramids, each level ``(B, nf, h_l, w_l)``; returns fused ``(B, nf, h, w)``."""
+        if len(feats) != self.config.num_frames:
+            raise ValueError(f"this model takes {self.config.num_frames} frames, got {len(feats)}")
+        ref = list(feats[self.center_frame_idx])
+        aligned = torch.stack([self.pcd_align(list(f), ref) for f in feats], dim=1)  # (B, T, nf, h, w)
+        if self.config.with_tsa:
+            return self.fusion(aligned)
+        b, t, c, h, w = aligned.shape
+        return self.fusion(aligned.view(b, t * c, h, w))
+
+    def reconstruct(self, fused: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+        """``fused``: ``(B, nf, h, w)``; ``center``: the centre input frame ``(B, C, H, W)``; returns
+        ``(B, C, scale*H, scale*W)``."""
+        out = self.reconstruction(fused)
+        out = lrelu(F.pixel_shuffle(self.upconv1(out), 2))
+        out = lrelu(F.pixel_shuffle(self.upconv2(out), 2))
+        out = self.conv_last(lrelu(self.conv_hr(out)))
+        if self.config.hr_in:
+            return out + center
+        return out + F.interpolate(center, scale_factor=4, mode="bilinear", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(B, T, C, H, W)`` in [0, 1]; returns the restored centre frame ``(B, C, scale*H, scale*W)``."""
+        if x.dim() != 5 or x.shape[1] != self.config.num_frames:
+            raise ValueError(
+                f"EDVR expects (B, {self.config.num_frames}, C, H, W) input, got {tuple(x.shape)}"
+            )
+        b, t, c, h, w = x.shape
+        x, (ph, pw) = pad_to_multiple(x, self.config.multiple)
+        frames = x.reshape(b * t, c, h + ph, w + pw)
+        levels = self.encode(frames)
+        feats = [tuple(level.view(b, t, *level.shape[1:])[:, i] for level in levels) for i in range(t)]
+        out = self.reconstruct(self.align_and_fuse(feats), x[:, self.center_frame_idx])
+        return out[..., : h * self.scale, : w * self.scale]
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad the last two dims of ``x`` at the bottom and right up to a multiple; returns (padded, (ph, pw)).
+
+    Reflection padding keeps image statistics at the border; inputs too small to reflect are replicated.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if ph == 0 and pw == 0:
+        return x, (0, 0)
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    lead = x.shape[:-3]
+    flat = x.reshape(-1, *x.shape[-3:])
+    padded = F.pad(flat, (0, pw, 0, ph), mode=mode)
+    return padded.reshape(*lead, *padded.shape[-3:]), (ph, pw)
