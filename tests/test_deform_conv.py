@@ -1,0 +1,163 @@
+"""The modulated deformable conv: backends against an independent float64 reference and against each other."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from edvr.models.blocks import DCNPack, _warned_layers
+from edvr.ops import deform_conv
+from edvr.ops.deform_conv import BackendUnavailableError, deform_conv2d_torch, torchvision_available
+
+
+def reference_dcn(x, offset, mask, weight, bias, stride=1, padding=1, dilation=1):
+    """Direct float64 evaluation of the definition: per tap, four bilinear corners, each outside corner counts 0."""
+    n, c_in, h, w = x.shape
+    c_out, _, kh, kw = weight.shape
+    ho, wo = offset.shape[-2:]
+    taps = kh * kw
+    dg = offset.shape[1] // (2 * taps)
+    cg = c_in // dg
+    out = torch.zeros(n, c_out, ho, wo, dtype=torch.float64)
+    oy = torch.arange(ho, dtype=torch.float64).view(-1, 1) * stride - padding
+    ox = torch.arange(wo, dtype=torch.float64).view(1, -1) * stride - padding
+    for g in range(dg):
+        xg = x[:, g * cg:(g + 1) * cg].double()
+        for k in range(taps):
+            i, j = divmod(k, kw)
+            py = oy + i * dilation + offset[:, g * 2 * taps + 2 * k].double()  # (N, Ho, Wo)
+            px = ox + j * dilation + offset[:, g * 2 * taps + 2 * k + 1].double()
+            y0, x0 = torch.floor(py), torch.floor(px)
+            sampled = torch.zeros(n, cg, ho, wo, dtype=torch.float64)
+            for yy, wy in ((y0, 1 - (py - y0)), (y0 + 1, py - y0)):
+                for xx, wx in ((x0, 1 - (px - x0)), (x0 + 1, px - x0)):
+                    inside = (yy >= 0) & (yy <= h - 1) & (xx >= 0) & (xx <= w - 1)
+                    idx = (yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)).long().view(n, 1, -1).expand(n, cg, -1)
+                    vals = xg.reshape(n, cg, h * w).gather(2, idx).view(n, cg, ho, wo)
+                    sampled += vals * (wy * wx * inside).unsqueeze(1)
+            sampled = sampled * mask[:, g * taps + k].double().unsqueeze(1)
+            out += torch.einsum("oc,nchw->nohw", weight[:, g * cg:(g + 1) * cg, i, j].double(), sampled)
+    if bias is not None:
+        out += bias.double().view(1, -1, 1, 1)
+    return out
+
+
+def make_inputs(n=2, c_in=8, c_out=6, h=9, w=11, dg=2, k=3, stride=1, padding=1, dilation=1, scale=3.0,
+                dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ho = (h + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+    wo = (w + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+    x = torch.randn(n, c_in, h, w, generator=g, dtype=dtype)
+    # Offsets of a few pixels: many samples land outside the image and at fractional positions.
+    offset = torch.randn(n, 2 * dg * k * k, ho, wo, generator=g, dtype=dtype) * scale
+    offset[0, :4, 0, 0] = torch.tensor([1.0, -2.0, 0.5, -0.25], dtype=dtype)  # exact integers and halves too
+    mask = torch.rand(n, dg * k * k, ho, wo, generator=g, dtype=dtype)
+    weight = torch.randn(c_out, c_in, k, k, generator=g, dtype=dtype) / 5
+    bias = torch.randn(c_out, generator=g, dtype=dtype)
+    return x, offset, mask, weight, bias
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(),
+        dict(dg=1, c_in=4),
+        dict(dg=4, stride=2, h=12, w=10),
+        dict(dilation=2, padding=2),
+        dict(padding=0, scale=0.0),
+        dict(n=1, h=1, w=1, scale=1.0),
+    ],
+)
+def test_torch_backend_matches_reference_float64(kwargs):
+    x, offset, mask, weight, bias = make_inputs(**kwargs)
+    stride, padding, dilation = (kwargs.get(k, d) for k, d in (("stride", 1), ("padding", 1), ("dilation", 1)))
+    ours = deform_conv2d_torch(x, offset, mask, weight, bias, stride=stride, padding=padding, dilation=dilation)
+    ref = reference_dcn(x, offset, mask, weight, bias, stride, padding, dilation)
+    assert ours.shape == ref.shape
+    assert (ours - ref).abs().max().item() < 1e-10
+
+
+def test_torch_backend_gradients_match_reference_float64():
+    inputs = [t.clone().requires_grad_(True) for t in make_inputs(n=1, c_in=4, c_out=3, h=6, w=7, dg=2, scale=1.5)]
+    torch.manual_seed(0)
+    grad_out = torch.randn(1, 3, 6, 7, dtype=torch.float64)
+    ours = torch.autograd.grad((deform_conv2d_torch(*inputs) * grad_out).sum(), inputs)
+    ref = torch.autograd.grad((reference_dcn(*inputs) * grad_out).sum(), inputs)
+    for name, a, b in zip(("x", "offset", "mask", "weight", "bias"), ours, ref):
+        assert (a - b).abs().max().item() < 1e-9, name
+
+
+def test_gradcheck_torch_backend():
+    inputs = [t.clone().requires_grad_(True) for t in make_inputs(n=1, c_in=2, c_out=2, h=4, w=5, dg=1, scale=0.7)]
+    assert torch.autograd.gradcheck(lambda *a: deform_conv2d_torch(*a), inputs, eps=1e-6, atol=1e-5)
+
+
+def test_row_chunks_give_the_same_result():
+    x, offset, mask, weight, bias = make_inputs(h=13, w=7, dtype=torch.float32)
+    whole = deform_conv2d_torch(x, offset, mask, weight, bias)
+    chunked = deform_conv2d_torch(x, offset, mask, weight, bias, chunk_bytes=1)  # one output row per chunk
+    assert torch.equal(whole, chunked) or (whole - chunked).abs().max().item() < 1e-6
+
+
+def test_float32_close_to_reference():
+    x, offset, mask, weight, bias = make_inputs(dtype=torch.float32)
+    ref = reference_dcn(x, offset, mask, weight, bias)
+    assert (deform_conv2d_torch(x, offset, mask, weight, bias).double() - ref).abs().max().item() < 1e-4
+
+
+@pytest.mark.skipif(not torchvision_available(), reason="torchvision not installed beside this torch")
+def test_torchvision_backend_agrees_forward_and_backward():
+    inputs = [t.clone().requires_grad_(True) for t in make_inputs(n=2, c_in=8, c_out=4, h=8, w=9, dg=2)]
+    fn = deform_conv.get_backend("torchvision")
+    a = fn(*inputs)
+    b = deform_conv2d_torch(*inputs)
+    assert (a - b).abs().max().item() < 1e-10
+    ga = torch.autograd.grad(a.sum(), inputs)
+    gb = torch.autograd.grad(b.sum(), inputs)
+    for name, u, v in zip(("x", "offset", "mask", "weight", "bias"), ga, gb):
+        assert (u - v).abs().max().item() < 1e-8, name
+
+
+@pytest.mark.skipif(torchvision_available(), reason="torchvision is installed here")
+def test_missing_torchvision_fails_at_once_with_the_fix():
+    with pytest.raises(BackendUnavailableError, match="pip install torchvision"):
+        deform_conv.resolve_backend("torchvision", "cpu")
+    from edvr.models.edvr import EDVR
+
+    model = EDVR(num_feat=8, num_extract_block=1, num_reconstruct_block=1, deformable_groups=2, dcn_backend="torchvision")
+    with pytest.raises(BackendUnavailableError):
+        model(torch.rand(1, 5, 3, 8, 8))
+
+
+def test_backend_selection_order(monkeypatch):
+    monkeypatch.delenv(deform_conv.ENV_VAR, raising=False)
+    assert deform_conv.requested_backend() == "auto"
+    assert deform_conv.resolve_backend("auto", "cpu") == "torch"
+    monkeypatch.setenv(deform_conv.ENV_VAR, "torch")
+    assert deform_conv.requested_backend() == "torch"
+    with deform_conv.use_backend("torchvision"):
+        assert deform_conv.requested_backend() == "torchvision"  # context beats the environment
+        assert deform_conv.requested_backend("torch") == "torch"  # the argument beats both
+    with pytest.raises(ValueError, match="unknown deformable-conv backend"):
+        deform_conv.requested_backend("cuda-magic")
+    monkeypatch.setenv(deform_conv.ENV_VAR, "nope")
+    with pytest.raises(ValueError, match="nope"):
+        deform_conv.requested_backend()
+
+
+def test_large_offset_warning_once_and_names_the_layer():
+    _warned_layers.clear()
+    pack = DCNPack(8, deformable_groups=2)
+    pack.layer_name = "pcd_align.dcn_pack.l1"
+    torch.nn.init.constant_(pack.conv_offset.bias, 80.0)  # mean |offset| = 80 > 50
+    x = torch.rand(1, 8, 6, 6)
+    pack.train()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pack(x, x)
+        pack(x, x)
+    msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(msgs) == 1 and "pcd_align.dcn_pack.l1" in msgs[0] and "80.0" in msgs[0]
+    _warned_layers.clear()

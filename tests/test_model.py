@@ -1,0 +1,296 @@
+"""EDVR against the reference implementation's outputs, through every checkpoint format; presets vs official keys."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import edvr
+from edvr.errors import CheckpointError
+from edvr.models.convert import infer_config, read_checkpoint, save_checkpoint, to_our_names
+from edvr.models.edvr import EDVR, EDVRConfig
+from edvr.models.zoo import MODELS
+from edvr.ops.deform_conv import torchvision_available
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+FIXTURES = ["public_sr_tiny", "public_deblur_tiny"]
+BASICSR_TO_PRESET = {
+    "sr_m": "edvr-m-reds", "sr_m_wotsa": "edvr-m-wotsa-reds", "sr_l": "edvr-l-reds", "sr_l_wotsa": "edvr-l-wotsa-reds",
+    "sr_l_vimeo90k_7f": "edvr-l-vimeo90k", "srblur_l": "edvr-l-srblur-reds", "deblur_l": "edvr-l-deblur-reds",
+}
+ORIGINAL_TO_PRESET = {**BASICSR_TO_PRESET, "stage2_sr": "edvr-stage2-sr-reds", "stage2_predeblur": "edvr-stage2-deblur-reds"}
+
+pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"reference data not found at {REFERENCE}")
+
+
+def load_fixture(name: str) -> dict:
+    return torch.load(REFERENCE / f"{name}.pt")
+
+
+def manifests() -> tuple[dict, dict]:
+    basicsr = json.loads((REFERENCE / "keys_basicsr.json").read_text())["configs"]
+    original = json.loads((REFERENCE / "keys_original.json").read_text())["configs"]
+    return basicsr, original
+
+
+def to_original_names(sd: dict) -> dict:
+    """Our (BasicSR) names -> the original repo's, using the official manifest's name pairs (external truth)."""
+    _, original = manifests()
+    inverse = {b: o for cfg in original.values() for o, _, b in cfg["keys"] if b is not None}
+    return {inverse[k]: v for k, v in sd.items()}
+
+
+# mmagic's EDVRNet wraps these convs in ConvModule (key '<name>.conv.weight'); facts from mmagic's edvr_net.py.
+_MMAGIC_CONVMODULE = re.compile(
+    r"^(pcd_align\.(offset_conv[123]|feat_conv)\.l[123]|pcd_align\.cas_offset_conv[12]|fusion\.feat_fusion|"
+    r"fusion\.spatial_attn[1-4]|fusion\.spatial_attn_l[123]|fusion\.spatial_attn_add1)\.(weight|bias)$"
+)
+
+
+def to_mmagic_names(sd: dict) -> dict:
+    out = {}
+    for k, v in sd.items():
+        if _MMAGIC_CONVMODULE.match(k):
+            k = re.sub(r"\.(weight|bias)$", r".conv.\1", k)
+        k = re.sub(r"^conv_l([23])_([12])\.", r"feat_l\1_conv\2.conv.", k)
+        k = re.sub(r"^upconv([12])\.", r"upsample\1.upsample_conv.", k)
+        k = k.replace("pcd_align.", "pcd_alignment.")
+        out["generator." + k] = v
+    return out
+
+
+def run(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x)
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+@pytest.mark.parametrize("fmt", ["basicsr", "basicsr_ema", "original", "original_module", "mmagic", "ours", "bare"])
+def test_reference_outputs_reproduced_through_every_format(name, fmt, tmp_path):
+    fx = load_fixture(name)
+    sd = fx["state_dict"]
+    path = tmp_path / "weights.pth"
+    if fmt == "basicsr":
+        torch.save({"params": sd}, path)
+    elif fmt == "basicsr_ema":
+        torch.save({"params": {k: torch.zeros_like(v) for k, v in sd.items()}, "params_ema": sd}, path)
+    elif fmt == "original":
+        torch.save(to_original_names(sd), path)
+    elif fmt == "original_module":
+        torch.save({"module." + k: v for k, v in to_original_names(sd).items()}, path)
+    elif fmt == "mmagic":
+        if fx["config"]["with_predeblur"]:
+            pytest.skip("mmagic's EDVRNet has no PreDeblur")
+        torch.save({"meta": {"epoch": 1}, "state_dict": {**to_mmagic_names(sd), "step_counter": torch.zeros(1)}}, path)
+    elif fmt == "ours":
+        path = tmp_path / "weights.safetensors"
+        cfg = dict(fx["config"])
+        cfg["num_frames"] = cfg.pop("num_frame")
+        save_checkpoint(sd, EDVRConfig(**cfg), path)
+    else:
+        torch.save(sd, path)
+    model = edvr.load_model(path, dcn_backend="torch")
+    assert not model.training
+    err = (run(model, fx["input"]) - fx["output"]).abs().max().item()
+    assert err < 1e-4, f"{name} via {fmt}: max abs error {err}"
+
+
+@pytest.mark.skipif(not torchvision_available(), reason="torchvision not installed beside this torch")
+@pytest.mark.parametrize("name", FIXTURES)
+def test_reference_outputs_with_torchvision_backend(name, tmp_path):
+    fx = load_fixture(name)
+    torch.save({"params": fx["state_dict"]}, tmp_path / "w.pth")
+    model = edvr.load_model(tmp_path / "w.pth", dcn_backend="torchvision")
+    assert (run(model, fx["input"]) - fx["output"]).abs().max().item() < 1e-4
+
+
+def test_wrong_convention_is_caught_by_the_fixture():
+    """The fixture is sensitive: swapping dy/dx moves the output by far more than the tolerance."""
+    fx = load_fixture("public_sr_tiny")
+    cfg = dict(fx["config"])
+    cfg["num_frames"] = cfg.pop("num_frame")
+    model = EDVR(**cfg).eval()
+    model.load_state_dict(fx["state_dict"])
+    for module in model.dcn_modules():
+        w = module.conv_offset.weight.data
+        groups = w.shape[0] // 3
+        half = w[: 2 * groups].view(groups, 2, *w.shape[1:])
+        w[: 2 * groups] = half.flip(1).reshape(2 * groups, *w.shape[1:])
+    assert (run(model, fx["input"]) - fx["output"]).abs().max().item() > 0.02
+
+
+@pytest.mark.parametrize("config", list(BASICSR_TO_PRESET))
+def test_presets_have_exactly_the_official_basicsr_keys(config, tmp_path):
+    basicsr, _ = manifests()
+    spec = basicsr[config]
+    record = MODELS[BASICSR_TO_PRESET[config]]
+    with torch.device("meta"):
+        model_sd = EDVR(**record.config.to_dict()).state_dict()
+    assert [(k, list(v.shape)) for k, v in model_sd.items()] == [(k, s) for k, s in spec["keys"]]
+    assert record.num_params() == spec["num_params"]
+    # A file with exactly those keys loads (architecture inferred from keys alone) and runs.
+    sd = {k: torch.randn(s) * 0.01 for k, s in spec["keys"]}
+    torch.save({"params": sd}, tmp_path / "official.pth")
+    model = edvr.load_model(tmp_path / "official.pth")
+    assert model.config == record.config
+    size = 16 if record.config.hr_in else 8
+    out = run(model, torch.rand(1, record.config.num_frames, 3, size, size))
+    assert out.shape == (1, 3, size * record.scale, size * record.scale) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("config", ["sr_m", "sr_m_wotsa", "sr_l", "srblur_l", "deblur_l", "stage2_sr", "stage2_predeblur"])
+def test_original_repo_keys_convert_to_the_presets(config, tmp_path):
+    _, original = manifests()
+    spec = original[config]
+    record = MODELS[ORIGINAL_TO_PRESET[config]]
+    sd, naming = to_our_names({k: torch.empty(s, device="meta") for k, s, _ in spec["keys"]})
+    assert naming == "original"
+    with torch.device("meta"):
+        model_sd = EDVR(**record.config.to_dict()).state_dict()
+    assert {k: list(v.shape) for k, v in sd.items()} == {k: list(v.shape) for k, v in model_sd.items()}
+    assert infer_config(sd) == record.config
+    assert record.num_params() == spec["num_params"]
+    for orig, _, basicsr_name in spec["keys"]:  # the manifest's own mapping agrees with our rules
+        if basicsr_name is not None:
+            assert basicsr_name in sd, orig
+
+
+@pytest.mark.parametrize("config", ["stage2_sr", "stage2_predeblur"])
+def test_stage2_original_files_load_and_run(config, tmp_path):
+    _, original = manifests()
+    torch.manual_seed(0)
+    sd = {"module." + k: torch.randn(s) * 0.01 for k, s, _ in original[config]["keys"]}
+    torch.save(sd, tmp_path / "stage2.pth")
+    model = edvr.load_model(tmp_path / "stage2.pth")
+    assert model.config.hr_in and model.config.num_reconstruct_block == 20
+    x = torch.rand(1, 5, 3, 32, 48)
+    assert run(model, x).shape == (1, 3, 32, 48)
+
+
+def tiny(**kw) -> EDVR:
+    args = dict(num_feat=8, num_extract_block=1, num_reconstruct_block=1, deformable_groups=2)
+    args.update(kw)
+    torch.manual_seed(0)
+    return EDVR(**args).eval()
+
+
+@pytest.mark.parametrize(
+    "kw,shape,expected",
+    [
+        (dict(), (1, 5, 3, 30, 45), (1, 3, 120, 180)),
+        (dict(num_frames=7), (2, 7, 3, 13, 8), (2, 3, 52, 32)),
+        (dict(num_frames=3, center_frame_idx=0), (1, 3, 3, 5, 6), (1, 3, 20, 24)),
+        (dict(with_tsa=False), (1, 5, 3, 9, 9), (1, 3, 36, 36)),
+        (dict(hr_in=True, with_predeblur=True), (1, 5, 3, 50, 70), (1, 3, 50, 70)),
+        (dict(hr_in=True), (1, 5, 3, 17, 33), (1, 3, 17, 33)),
+        (dict(with_predeblur=True), (1, 5, 3, 10, 14), (1, 3, 40, 56)),
+        (dict(num_frames=1), (1, 1, 3, 4, 4), (1, 3, 16, 16)),
+    ],
+)
+def test_any_frame_size_and_frame_count(kw, shape, expected):
+    out = run(tiny(**kw), torch.rand(shape))
+    assert out.shape == expected and torch.isfinite(out).all()
+
+
+def test_padding_leaves_aligned_sizes_untouched():
+    model = tiny()
+    x = torch.rand(1, 5, 3, 16, 20)
+    out = run(model, x)
+    out_cropped_input = run(model, x[..., :15, :19])
+    assert out.shape == (1, 3, 64, 80) and out_cropped_input.shape == (1, 3, 60, 76)
+
+
+def test_infer_config_sees_every_architecture_choice():
+    for kw in (dict(), dict(with_tsa=False), dict(num_frames=7), dict(hr_in=True, with_predeblur=True),
+               dict(with_predeblur=True), dict(hr_in=True), dict(num_feat=16, deformable_groups=4),
+               dict(num_extract_block=3, num_reconstruct_block=2)):
+        model = tiny(**kw)
+        assert infer_config(model.state_dict()) == model.config, kw
+
+
+def test_mismatch_is_reported_as_keys_not_a_traceback(tmp_path):
+    sd = tiny().state_dict()
+    sd.pop("conv_hr.weight")
+    sd["extra.weight"] = torch.zeros(1)
+    sd["conv_last.bias"] = torch.zeros(5)
+    torch.save({"params": sd}, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError) as e:
+        edvr.load_model(tmp_path / "bad.pth")
+    msg = str(e.value)
+    assert "1 missing: conv_hr.weight" in msg and "1 unexpected: extra.weight" in msg
+    assert "conv_last.bias (file [5], model [3])" in msg and "\n" not in msg
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"params": {"conv_first.weight": torch.zeros(1)}, "evil": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="refused"):
+        edvr.load_model(tmp_path / "evil.pth")
+    assert not marker.exists()
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        edvr.load_model(tmp_path / "junk.pth")
+    torch.save({"params": {"something.else": torch.zeros(2)}}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="not an EDVR checkpoint"):
+        edvr.load_model(tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="neither a file nor a model name"):
+        edvr.load_model(tmp_path / "missing.pth")
+
+
+def test_named_model_found_in_weights_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDVR_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(CheckpointError, match="EDVR_M_x4_SR_REDS_official-32075921.pth"):
+        edvr.load_model("edvr-m-reds")
+    record = MODELS["edvr-m-reds"]
+    torch.save(EDVR(**record.config.to_dict()).state_dict(), tmp_path / "EDVR_REDS_SR_M.pth")
+    model = edvr.load_model("edvr-m-reds")
+    assert model.config == record.config
+    # A file under a model's name that holds another architecture is refused.
+    torch.save(tiny().state_dict(), tmp_path / "EDVR_REDS_SR_L.pth")
+    with pytest.raises(CheckpointError, match="edvr-l-reds"):
+        edvr.load_model("edvr-l-reds")
+
+
+def test_convert_cli_roundtrip(tmp_path, capsys):
+    from edvr.cli import main
+
+    fx = load_fixture("public_deblur_tiny")
+    torch.save({k: v for k, v in to_original_names(fx["state_dict"]).items()}, tmp_path / "orig.pth")
+    assert main(["convert", str(tmp_path / "orig.pth"), str(tmp_path / "ours.safetensors")]) == 0
+    assert "original" in capsys.readouterr().out
+    loaded = read_checkpoint(tmp_path / "ours.safetensors")
+    assert loaded.format == "edvr" and loaded.config.hr_in and loaded.config.with_predeblur
+    model = edvr.load_model(tmp_path / "ours.safetensors")
+    assert (run(model, fx["input"]) - fx["output"]).abs().max().item() < 1e-4
+    # Refuses to overwrite without --overwrite; one line on stderr, non-zero exit.
+    assert main(["convert", str(tmp_path / "orig.pth"), str(tmp_path / "ours.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--overwrite" in err
+    assert main(["info", str(tmp_path / "ours.safetensors")]) == 0
+    assert "hr_in: True" in capsys.readouterr().out
+
+
+def test_models_cli_lists_every_preset(capsys):
+    from edvr.cli import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name, record in MODELS.items():
+        assert name in out
+        for f in record.files:
+            assert f in out
+    assert "3.30M" in out and "20.63M" in out
