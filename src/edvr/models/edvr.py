@@ -200,12 +200,12 @@ class EDVR(nn.Module):
             raise ValueError(
                 f"EDVR expects (B, {self.config.num_frames}, C, H, W) input, got {tuple(x.shape)}"
             )
-        b, t, c, h, w = x.shape
-        x, (ph, pw) = pad_to_multiple(x, self.config.multiple)
-        frames = x.reshape(b * t, c, h + ph, w + pw)
-        levels = self.encode(frames)
-        feats = [tuple(level.view(b, t, *level.shape[1:])[:, i] for level in levels) for i in range(t)]
-        out = self.reconstruct(self.align_and_fuse(feats), x[:, self.center_frame_idx])
+        h, w = x.shape[-2:]
+        x, _ = pad_to_multiple(x, self.config.multiple)
+        # Frame by frame, as streaming inference does (so the two agree exactly); batching the T frames into one conv
+        # call is also no faster on CPU in the default memory layout (perf-notes).
+        feats = [self.encode(x[:, i].contiguous()) for i in range(x.shape[1])]
+        out = self.reconstruct(self.align_and_fuse(feats), x[:, self.center_frame_idx].contiguous())
         return out[..., : h * self.scale, : w * self.scale]
 
 

@@ -1,0 +1,400 @@
+"""Restore a whole video (or frame folder): decode -> sliding-window EDVR -> encode, streaming, resumable, shardable.
+
+The output is produced as numbered *segments* of ``segment_frames`` frames in a work folder beside the output
+(``.NAME.edvr-work``): each segment is encoded on its own and appears atomically when finished. An interrupted run
+resumes at the first missing segment (``resume=True``); every frame is computed exactly as in an uninterrupted run
+(its temporal context is re-read), so the joined result is the same file. Under ``torchrun`` each process takes every
+``world_size``-th segment, so N processes produce the same segments as one. At the end the segments are joined with
+the source's audio and subtitle streams copied, and the finished file replaces nothing until it is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edvr.data.frames import PADDING_MODES
+from edvr.errors import EdvrError, InputError, OutputError
+from edvr.inference import video_io
+from edvr.inference.window import WindowRestorer
+from edvr.models.edvr import EDVR
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v"}
+WORK_VERSION = 1
+
+
+@dataclass
+class RestoreOptions:
+    """Everything that changes the output of :func:`restore_video` (and so decides whether a run can resume)."""
+
+    padding: str | None = None  # temporal padding at clip ends; None: the model's task default
+    tile: int | None = None  # spatial tile size in input pixels; None: whole frames (auto-tiled on GPU OOM)
+    tile_overlap: int = 32
+    half: bool = False  # fp16/bf16 autocast on GPUs
+    codec: str | None = None  # video output: None picks per container and bit depth
+    crf: int | None = None
+    pix_fmt: str | None = None
+    segment_frames: int = 100
+
+
+@dataclass
+class RestoreResult:
+    output: Path
+    frames: int
+    seconds: float
+    resumed_frames: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def pick_device(name: str | torch.device | None = "auto") -> torch.device:
+    """``auto``: CUDA, then Apple MPS, then CPU. An explicit device that is missing is an error with the reason."""
+    name = "auto" if name is None else str(name)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: this PyTorch sees no CUDA GPU (torch {torch.__version__}); use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"--device {name}: Apple MPS is not available here; use --device cpu")
+    return device
+
+
+def default_padding_for(model: EDVR) -> str:
+    # The published protocols: reflection_circle for sharp SR, replicate for every blurred-input track.
+    return "replicate" if model.config.with_predeblur or model.config.hr_in else "reflection_circle"
+
+
+def _resolve_model(model: EDVR | str | Path | None, device: torch.device, dcn_backend: str | None) -> EDVR:
+    from edvr.models.zoo import load_model
+
+    if isinstance(model, torch.nn.Module):
+        return model.to(device).eval()
+    return load_model(model, device=device, dcn_backend=dcn_backend)
+
+
+def restore_frames(
+    frames: Iterable[np.ndarray],
+    model: EDVR | str | Path | None = None,
+    *,
+    device: str | torch.device | None = "auto",
+    padding: str | None = None,
+    tile: int | None = None,
+    tile_overlap: int = 32,
+    half: bool = False,
+    dcn_backend: str | None = None,
+) -> Iterator[np.ndarray]:
+    """Restore a stream of ``(H, W, 3)`` float RGB frames in [0, 1]; yields the restored frames in order.
+
+    For embedding in other pipelines: memory stays bounded whatever the length of the stream.
+    """
+    dev = pick_device(device)
+    net = _resolve_model(model, dev, dcn_backend)
+    restorer = WindowRestorer(net, padding=padding or default_padding_for(net), device=dev, half=half, tile=tile,
+                              tile_overlap=tile_overlap)
+    for _, image in restorer.restore(enumerate(frames)):
+        yield image
+
+
+# ------------------------------------------------------------------------------------------------ the video job
+def output_kind(dst: Path) -> str:
+    return "video" if dst.suffix.lower() in VIDEO_SUFFIXES else "folder"
+
+
+def work_dir_for(dst: Path) -> Path:
+    return dst.parent / f".{dst.name}.edvr-work"
+
+
+def _source_identity(src: Path) -> dict:
+    st = src.stat() if src.is_file() else None
+    files = sorted(p.name for p in src.iterdir()) if src.is_dir() else None
+    return {
+        "source": str(src.resolve()),
+        "size": st.st_size if st else None,
+        "mtime_ns": st.st_mtime_ns if st else None,
+        "files": len(files) if files is not None else None,
+    }
+
+
+def _check_paths(src: Path, dst: Path, *, overwrite: bool, resume: bool) -> None:
+    if not src.exists():
+        raise InputError(f"{src}: no such file or folder")
+    if dst.resolve() == src.resolve():
+        raise OutputError(f"{dst}: the output would overwrite the input; choose another output path")
+    if output_kind(dst) == "folder" and dst.exists() and src.resolve().is_relative_to(dst.resolve()):
+        raise OutputError(f"{dst}: the output folder contains the input; choose another output folder")
+    if dst.exists() and not overwrite and not (resume and output_kind(dst) == "folder"):
+        if dst.is_file() or any(dst.iterdir()):
+            raise OutputError(f"{dst}: already exists; pass --overwrite to replace it (or --resume to continue)")
+    parent = dst.parent if dst.parent != Path("") else Path(".")
+    if not parent.exists():
+        raise OutputError(f"{parent}: the output's folder does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{parent}: not writable; choose another output location")
+
+
+def _prepare_work_dir(work: Path, state: dict, *, resume: bool, rank: int) -> None:
+    """Create (or, resuming, check) the work folder; a stale one from a different job is never reused silently."""
+    state_file = work / "state.json"
+    if rank != 0:
+        return
+    if work.exists():
+        old = json.loads(state_file.read_text()) if state_file.is_file() else None
+        if resume and old is not None and old != state:
+            diff = sorted(k for k in set(old) | set(state) if old.get(k) != state.get(k))
+            raise OutputError(
+                f"{work}: cannot resume: the earlier run differs in {', '.join(diff)}; run without --resume to start over"
+            )
+        if not resume or old is None:
+            shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(state_file, json.dumps(state, indent=1, sort_keys=True))
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _segment_video(work: Path, index: int) -> Path:
+    return work / f"seg{index:06d}{video_io.SEGMENT_SUFFIX}"
+
+
+def _segment_marker(work: Path, index: int) -> Path:
+    """Written (atomically) after a segment's frames are all on disk: ``{"frames": n}``. Its presence = done."""
+    return work / f"seg{index:06d}.json"
+
+
+def _finished_segments(work: Path) -> list[int]:
+    """Frame counts of the finished segments 0, 1, ... up to the first unfinished one."""
+    counts = []
+    while (marker := _segment_marker(work, len(counts))).exists():
+        counts.append(json.loads(marker.read_text())["frames"])
+    return counts
+
+
+def _frame_name(frame: video_io.Frame) -> str:
+    return (Path(frame.name).stem if frame.name else f"{frame.index:08d}") + ".png"
+
+
+class _Reader:
+    """Wraps ``read_frames``: remembers each frame's pts and name, and turns a mid-stream failure into an end of
+    stream plus a remembered error (what decoded is still restored)."""
+
+    def __init__(self, src: Path, start: int, stop: int | None, end_file: Path) -> None:
+        self.frames: dict[int, video_io.Frame] = {}
+        self.error: str | None = None
+        self.end: int | None = None  # one past the last index, once the end of the stream was seen
+        self.empty = True
+        self._it = video_io.read_frames(src, start=start, stop=stop)
+        self._stop = stop
+        self._end_file = end_file
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        last = None
+        try:
+            for frame in self._it:
+                self.frames[frame.index] = frame
+                last = frame.index
+                self.empty = False
+                yield frame.index, frame.image
+        except InputError as e:
+            self.error = str(e)
+        if last is not None and (self._stop is None or last + 1 < self._stop or self.error):
+            # The end of the stream is now known: record it before the last frames are restored, so that a
+            # resumed or sharded run that never reads the end again still knows the frame count.
+            self.end = last + 1
+            _atomic_write_text(self._end_file, json.dumps({"frames": self.end, "error": self.error}))
+
+    def pop(self, index: int) -> video_io.Frame:
+        frame = self.frames.pop(index)
+        for i in [i for i in self.frames if i < index]:
+            del self.frames[i]
+        return frame
+
+
+def restore_video(
+    src: str | Path,
+    dst: str | Path,
+    model: EDVR | str | Path | None = None,
+    *,
+    device: str | torch.device | None = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+    dcn_backend: str | None = None,
+    **options,
+) -> RestoreResult:
+    """Restore the video file or frame folder ``src`` into ``dst`` (a video file, by its extension, else a folder of
+    PNG frames). Options: see :class:`RestoreOptions`. Under ``torchrun`` every process calls this with the same
+    arguments; the work is split by segments and rank 0 writes the final output."""
+    t0 = time.perf_counter()
+    opts = RestoreOptions(**options)
+    src, dst = Path(src), Path(dst)
+    if opts.padding is not None and opts.padding not in PADDING_MODES:
+        raise InputError(f"--padding {opts.padding}: unknown; choose one of {', '.join(PADDING_MODES)}")
+    if opts.segment_frames < 16:
+        # Longer than any temporal context, so that a resumed segment always re-reads the end of the stream.
+        raise InputError(f"segment_frames must be >= 16, got {opts.segment_frames}")
+    _check_paths(src, dst, overwrite=overwrite, resume=resume)
+    info = video_io.probe(src)
+    rank, world = _distributed_init()
+    dev = pick_device(device) if world == 1 or not torch.cuda.is_available() else torch.device("cuda", _local_rank())
+    net = _resolve_model(model, dev, dcn_backend)
+    opts.padding = opts.padding or default_padding_for(net)
+    kind = output_kind(dst)
+    model_id = getattr(net, "source", None) or f"in-memory {type(net).__name__} {net.config}"
+    state = {"version": WORK_VERSION, "output": kind, "model": str(model_id), "options": asdict(opts),
+             **_source_identity(src)}
+    work = work_dir_for(dst)
+    _prepare_work_dir(work, state, resume=resume, rank=rank)
+    _gather(None, world)
+    if kind == "folder":
+        dst.mkdir(parents=True, exist_ok=True)
+
+    restorer = WindowRestorer(net, padding=opts.padding, device=dev, half=opts.half, tile=opts.tile,
+                              tile_overlap=opts.tile_overlap)
+    k = opts.segment_frames
+    done_before = sum(_finished_segments(work))
+    progress = _progress(info, quiet=quiet or rank != 0)
+    try:
+        if world == 1:
+            # One stream from the first unfinished segment to the end: context frames are decoded once.
+            progress.update(done_before)
+            _run_segments(src, dst, work, kind, restorer, info, opts, len(_finished_segments(work)), None, progress)
+        else:
+            seg = rank
+            while True:  # every world-th segment, each with its own temporal context, until past the end
+                if not _segment_marker(work, seg).exists():
+                    reader = _run_segments(src, dst, work, kind, restorer, info, opts, seg, seg + 1, progress)
+                    if reader.end is not None or reader.empty:
+                        break
+                elif json.loads(_segment_marker(work, seg).read_text())["frames"] < k:
+                    break  # a finished short segment is the last one
+                seg += world
+    finally:
+        progress.close()
+    _gather(None, world)  # every rank is done writing
+    end_file = work / "end.json"
+    end = json.loads(end_file.read_text()) if end_file.is_file() else {"frames": None, "error": None}
+    total, error = end["frames"], end["error"]
+    if rank == 0:
+        counts = _finished_segments(work)
+        if not total:
+            raise InputError(f"{src}: no frame could be decoded" + (f" ({error})" if error else ""))
+        if sum(counts[: math.ceil(total / k)]) != total:
+            raise OutputError(f"{work}: some segments are missing or incomplete; rerun with --resume")
+        if kind == "video":
+            segments = [_segment_video(work, i) for i in range(math.ceil(total / k))]
+            video_io.finalize_video(segments, dst, source=src if src.is_file() else None, overwrite=True)
+        shutil.rmtree(work, ignore_errors=True)
+    _gather(None, world)
+    errors = [error] if error else []
+    result = RestoreResult(dst, total, time.perf_counter() - t0, resumed_frames=done_before, warnings=errors)
+    if errors:
+        raise EdvrError(f"{errors[0]}; the {total} frames before it were restored into {dst}")
+    return result
+
+
+def _run_segments(
+    src: Path, dst: Path, work: Path, kind: str, restorer: WindowRestorer, info: video_io.VideoInfo,
+    opts: RestoreOptions, first_seg: int, stop_seg: int | None, progress,
+) -> _Reader:
+    """Restore segments ``[first_seg, stop_seg)`` (to the end if None); returns the reader, which knows whether the
+    end of the stream was reached and whether it broke."""
+    k = opts.segment_frames
+    context = restorer.num_frames - 1
+    start, stop = first_seg * k, None if stop_seg is None else stop_seg * k
+    reader = _Reader(src, max(0, start - context), None if stop is None else stop + context, work / "end.json")
+    writer = None
+    seg = None
+    count = 0
+    bit_depth = 16 if info.bit_depth > 8 else 8
+    try:
+        for index, image in restorer.restore(iter(reader), first_center=start, stop_center=stop):
+            frame = reader.pop(index)
+            if index // k != seg:
+                _commit(writer, work, seg, count)
+                seg, count = index // k, 0
+                writer = _open_segment(work, seg, info, opts, image.shape) if kind == "video" else None
+            if writer is not None:
+                writer.write(image, frame.pts if frame.pts is not None else index)
+            else:
+                video_io.write_image(dst / _frame_name(frame), image, bit_depth=bit_depth)
+            count += 1
+            progress.update(1)
+        _commit(writer, work, seg, count)
+        writer = None
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    return reader
+
+
+def _open_segment(work: Path, seg: int, info: video_io.VideoInfo, opts: RestoreOptions, shape):
+    from fractions import Fraction
+
+    fps = info.fps or Fraction(25)
+    time_base = info.time_base or 1 / fps
+    return video_io.SegmentWriter(
+        _segment_video(work, seg), width=shape[1], height=shape[0], time_base=time_base, fps=fps,
+        codec=opts.codec or "libx264", crf=18 if opts.crf is None else opts.crf,
+        pix_fmt=opts.pix_fmt or video_io.output_pix_fmt(info.bit_depth), color=info.color,
+    )
+
+
+def _commit(writer, work: Path, seg: int | None, frames: int) -> None:
+    if seg is None:
+        return
+    if writer is not None:
+        writer.close()
+    _atomic_write_text(_segment_marker(work, seg), json.dumps({"frames": frames}))
+
+
+def _progress(info: video_io.VideoInfo, *, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=info.num_frames_hint, unit="frame", desc="restore", dynamic_ncols=True,
+                disable=quiet or not sys.stderr.isatty())
+
+
+# ------------------------------------------------------------------------------------------------ torchrun
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _distributed_init() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _gather(value, world: int) -> list:
+    """Every rank's ``value`` (also a barrier)."""
+    if world == 1:
+        return [value]
+    import torch.distributed as dist
+
+    out: list = [None] * world
+    dist.all_gather_object(out, value)
+    return out

@@ -1,0 +1,132 @@
+"""``edvr prepare``: videos and frame folders -> REDS / Vimeo90K / Vid4 layouts that the datasets read back."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from edvr.data import REDSDataset, Vid4Dataset, Vimeo90KDataset
+from edvr.data import prepare as prep
+from edvr.data.degradations import bd_degrade, bi_degrade
+from edvr.errors import InputError, OutputError
+
+
+def synthetic_frames(n: int, h: int = 50, w: int = 66) -> np.ndarray:
+    """Moving smooth pattern, deliberately not a multiple of 4 in size (prepare must mod-crop)."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    frames = []
+    for t in range(n):
+        r = 127 + 120 * np.sin((x + 3 * t) / 7.0)
+        g = 127 + 120 * np.cos((y - 2 * t) / 5.0)
+        b = (x * y + 17 * t) % 256
+        frames.append(np.stack([r, g, b], -1).round().astype(np.uint8))
+    return np.stack(frames)
+
+
+def write_video(path: Path, frames: np.ndarray) -> Path:
+    """Lossless (FFV1, RGB) so the test knows the decoded frames exactly."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "bgr0"
+        for f in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+def u8(x: torch.Tensor) -> torch.Tensor:
+    return (x * 255).round().byte()
+
+
+def chw(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)
+
+
+def test_video_to_reds_layout_then_reds_dataset(tmp_path):
+    frames = synthetic_frames(12)
+    video = write_video(tmp_path / "src" / "clip.mkv", frames)
+    out = tmp_path / "REDS"
+    names = prep.prepare(video, out, layout="reds", clip_length=6, log=None)
+    assert names == ["000", "001"]
+    assert (out / "train_sharp" / "001" / "00000005.png").is_file()
+    assert not list(out.rglob("*.tmp"))
+
+    ds = REDSDataset(out, split="train", val_partition="official", num_frames=5)  # official: 000 is a train clip
+    assert [c.name for c in ds.clips] == ["000", "001"] and len(ds) == 12
+    item = REDSDataset(out, split="val", clips=["001"])[2]  # an evaluation split: whole frames
+    assert item["key"] == "001/00000002"
+    gt = chw(frames[8][:48, :64])  # frame 6 + 2, mod-cropped to 48x64
+    assert torch.equal(u8(item["gt"]), gt)
+    assert item["lq"].shape == (5, 3, 12, 16)
+    assert torch.equal(u8(item["lq"][2]), bi_degrade(gt, scale=4))
+
+
+def test_prepare_resumes_without_redoing_finished_work(tmp_path):
+    video = write_video(tmp_path / "clip.mkv", synthetic_frames(8))
+    out = tmp_path / "REDS"
+    prep.prepare(video, out, layout="reds", log=None)
+    files = sorted(out.rglob("*.png"))
+    assert len(files) == 16
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+
+    logged = []
+    prep.prepare(video, out, layout="reds", log=logged.append)
+    assert logged == [f"{video}: done before, skipped"]
+    assert all(f.stat().st_mtime_ns == stamps[f] for f in files)
+
+    # an interrupted run: no marker, one LQ frame missing -> only that frame is written again
+    for marker in (out / ".edvr-prepare").iterdir():
+        marker.unlink()
+    lost = out / "train_sharp_bicubic" / "X4" / "000" / "00000003.png"
+    content = lost.read_bytes()
+    lost.unlink()
+    prep.prepare(video, out, layout="reds", log=None)
+    assert lost.read_bytes() == content
+    assert all(f.stat().st_mtime_ns == stamps[f] for f in files if f != lost)
+
+
+def test_frame_folder_to_vimeo90k_bd_layout(tmp_path):
+    frames = synthetic_frames(15, h=64, w=64)
+    (tmp_path / "src" / "seq").mkdir(parents=True)
+    for t, f in enumerate(frames):
+        Image.fromarray(f).save(tmp_path / "src" / "seq" / f"{t:03d}.png")
+    out = tmp_path / "vimeo90k"
+    names = prep.prepare(tmp_path / "src", out, layout="vimeo90k", degradation="bd", split="test", log=None)
+    assert names == ["00001/0001", "00001/0002"]  # 15 frames -> two runs of 7, the 15th dropped
+    assert (out / "vimeo_septuplet" / "sep_testlist.txt").read_text() == "00001/0001\n00001/0002\n"
+    ds = Vimeo90KDataset(out, split="test", degradation="bd")
+    item = ds[1]
+    assert item["key"] == "00001/0002" and item["lq"].shape == (7, 3, 16, 16)
+    gt = chw(frames[7 + 3])  # im4 of the second run
+    assert torch.equal(u8(item["gt"]), gt)
+    expected = torch.floor(bd_degrade(gt.double() / 255, scale=4).clamp(0, 1) * 255 + 0.5).byte()
+    assert torch.equal(u8(item["lq"][3]), expected)
+
+
+def test_cli_vid4_layout(tmp_path):
+    write_video(tmp_path / "walk.mkv", synthetic_frames(4))
+    parser = argparse.ArgumentParser()
+    prep.add_arguments(parser, "prepare")
+    args = parser.parse_args([str(tmp_path / "walk.mkv"), str(tmp_path / "Vid4"), "--layout", "vid4"])
+    assert prep.run(args) == 0
+    ds = Vid4Dataset(tmp_path / "Vid4", clips=["walk"], num_frames=3)
+    assert len(ds) == 4 and ds[3]["key"] == "walk/00000003" and ds[3]["gt"].shape == (3, 48, 64)
+
+
+def test_prepare_errors(tmp_path):
+    with pytest.raises(InputError, match=r"missing: folder not found"):
+        prep.prepare(tmp_path / "missing", tmp_path / "out", layout="reds", log=None)
+    video = write_video(tmp_path / "clip.mkv", synthetic_frames(2))
+    with pytest.raises(InputError, match=r"REDS has bicubic LQ only"):
+        prep.prepare(video, tmp_path / "out", layout="reds", degradation="bd", log=None)
+    with pytest.raises(OutputError, match=r"inside the source folder"):
+        prep.prepare(tmp_path, tmp_path / "out", layout="vid4", log=None)
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,244 @@
+"""`edvr restore` end to end: streaming equals window-by-window, tiles, resume, torchrun, sound and timestamps kept."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edvr.cli import main
+from edvr.data.frames import window_indices
+from edvr.errors import EdvrError, InputError, OutputError
+from edvr.evaluation.metrics import to_uint8
+from edvr.inference import video_io
+from edvr.inference.restore import restore_frames, restore_video, work_dir_for
+from edvr.inference.window import WindowRestorer
+from edvr.models.convert import save_checkpoint
+from edvr.models.edvr import EDVR
+from media import frame_times, make_clip, sample_clip, stream_packets
+
+
+def tiny_model(seed: int = 0) -> EDVR:
+    torch.manual_seed(seed)
+    model = EDVR(num_feat=8, num_extract_block=1, num_reconstruct_block=1, deformable_groups=2).eval()
+    for m in model.dcn_modules():  # offsets of a pixel or so, so alignment really samples between pixels
+        torch.nn.init.normal_(m.conv_offset.weight, std=0.05)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    model = tiny_model()
+    return save_checkpoint(model.state_dict(), model.config, tmp_path_factory.mktemp("w") / "tiny.safetensors")
+
+
+def naive(model: EDVR, frames: list[np.ndarray], center: int, padding: str = "reflection_circle") -> torch.Tensor:
+    idx = window_indices(center, model.config.num_frames, len(frames), padding)
+    x = torch.stack([torch.from_numpy(frames[i]).permute(2, 0, 1) for i in idx])[None]
+    with torch.no_grad():
+        return model(x)[0].clamp(0, 1)
+
+
+def real_frames(n: int, size: int = 40) -> list[np.ndarray]:
+    return [f.image[:size, :size] for f in video_io.read_frames(sample_clip("carphone_pristine.mp4"), stop=n)]
+
+
+def test_cached_windows_equal_naive_windows_exactly():
+    model = tiny_model()
+    frames = real_frames(9, 36)
+    out = dict(WindowRestorer(model, padding="reflection_circle").restore(enumerate(frames)))
+    assert sorted(out) == list(range(9))
+    for c in range(9):
+        assert np.array_equal(out[c], naive(model, frames, c).permute(1, 2, 0).numpy()), c
+
+
+def test_tiled_equals_untiled_within_1e3():
+    model = tiny_model()
+    frames = real_frames(5, 64)
+    whole = dict(WindowRestorer(model, padding="replicate").restore(enumerate(frames)))
+    tiled = dict(WindowRestorer(model, padding="replicate", tile=32, tile_overlap=32).restore(enumerate(frames)))
+    err = max(np.abs(whole[c] - tiled[c]).max() for c in whole)
+    assert err < 1e-3
+    # Without context around the tiles the seams show: the overlap is what makes tiling seamless.
+    seams = dict(WindowRestorer(model, padding="replicate", tile=32, tile_overlap=0).restore(enumerate(frames)))
+    assert max(np.abs(whole[c] - seams[c]).max() for c in whole) > 10 * err
+
+
+def test_restore_frames_generator_and_short_streams():
+    model = tiny_model()
+    for n in (1, 2, 3, 6):
+        frames = [np.random.default_rng(i).random((9, 11, 3), dtype=np.float32) for i in range(n)]
+        outs = list(restore_frames(frames, model, device="cpu"))
+        assert len(outs) == n and outs[0].shape == (36, 44, 3)
+        for c in range(n):
+            assert np.array_equal(outs[c], naive(model, frames, c).permute(1, 2, 0).numpy())
+
+
+def test_video_keeps_audio_timestamps_and_frame_count(tmp_path, model_file):
+    src = make_clip(tmp_path / "in.mp4", list(range(0, 40 * 512, 512)), Fraction(1, 12800), audio="aac")
+    dst = tmp_path / "out.mp4"
+    result = restore_video(src, dst, model_file, device="cpu", segment_frames=16, quiet=True)
+    assert result.frames == 40 and dst.is_file() and not work_dir_for(dst).exists()
+    info = video_io.probe(dst)
+    assert (info.width, info.height) == (4 * 64, 4 * 48)
+    assert frame_times(dst) == frame_times(src)
+    assert stream_packets(dst, "audio") == stream_packets(src, "audio")
+
+
+def test_folder_in_and_out_equals_naive_windows(tmp_path, model_file):
+    frames = real_frames(6, 24)
+    src = tmp_path / "frames"
+    src.mkdir()
+    for i, f in enumerate(frames):
+        video_io.write_image(src / f"img{i}.png", f)
+    frames = [video_io.read_image(src / f"img{i}.png") for i in range(6)]  # what the restore really reads
+    restore_video(src, tmp_path / "out", model_file, device="cpu", segment_frames=16, quiet=True)
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == [f"img{i}.png" for i in range(6)]
+    model = tiny_model()
+    for i in range(6):
+        expected = to_uint8(naive(model, frames, i))
+        got = np.round(video_io.read_image(tmp_path / "out" / f"img{i}.png") * 255).astype(np.uint8)
+        assert np.array_equal(got, expected), i
+
+
+def test_ten_bit_in_ten_bit_out(tmp_path, model_file):
+    src = make_clip(tmp_path / "in10.mkv", list(range(8)), Fraction(1, 25), pix_fmt="yuv420p10le")
+    dst = tmp_path / "out10.mkv"
+    restore_video(src, dst, model_file, device="cpu", quiet=True, segment_frames=16)
+    assert video_io.probe(dst).bit_depth == 10 and video_io.probe(dst).pix_fmt == "yuv420p10le"
+
+
+class Interrupt:
+    """read_frames that raises KeyboardInterrupt (a Ctrl-C) after yielding ``after`` frames, once."""
+
+    def __init__(self, after: int) -> None:
+        self.after, self.fired = after, False
+        self.real = video_io.read_frames
+
+    def __call__(self, path, start=0, stop=None):
+        for n, frame in enumerate(self.real(path, start=start, stop=stop)):
+            if n == self.after and not self.fired:
+                self.fired = True
+                raise KeyboardInterrupt
+            yield frame
+
+
+def test_resume_after_interrupt_equals_uninterrupted(tmp_path, model_file, monkeypatch):
+    src = make_clip(tmp_path / "in.mp4", list(range(45)), Fraction(1, 25), audio="aac")
+    straight = tmp_path / "straight.mkv"
+    restore_video(src, straight, model_file, device="cpu", segment_frames=16, quiet=True)
+
+    dst = tmp_path / "resumed.mkv"
+    monkeypatch.setattr(video_io, "read_frames", Interrupt(after=30))
+    with pytest.raises(KeyboardInterrupt):
+        restore_video(src, dst, model_file, device="cpu", segment_frames=16, quiet=True)
+    assert not dst.exists()  # nothing under the final name until it is finished
+    assert sorted(p.name for p in work_dir_for(dst).glob("seg*")) == ["seg000000.json", "seg000000.nut"]
+    with pytest.raises(OutputError, match="cannot resume.*options"):  # another job may not reuse the work folder
+        restore_video(src, dst, model_file, device="cpu", segment_frames=20, quiet=True, resume=True)
+    # Start again, interrupted again (work folder was reset since the options differed), then resume properly.
+    monkeypatch.setattr(video_io, "read_frames", Interrupt(after=30))
+    with pytest.raises(KeyboardInterrupt):
+        restore_video(src, dst, model_file, device="cpu", segment_frames=16, quiet=True)
+    result = restore_video(src, dst, model_file, device="cpu", segment_frames=16, quiet=True, resume=True)
+    assert result.resumed_frames == 16 and result.frames == 45
+    assert dst.read_bytes() == straight.read_bytes()
+
+
+def test_kill_9_then_resume_from_the_cli(tmp_path, model_file):
+    src = make_clip(tmp_path / "in.mp4", list(range(100)), Fraction(1, 25), audio="aac")
+    args = [str(src), "--model", str(model_file), "--device", "cpu", "--segment-frames", "16", "--quiet"]
+    assert main(["restore", *args, "-o", str(tmp_path / "straight.mp4")]) == 0
+    dst = tmp_path / "out.mp4"
+    cmd = [sys.executable, "-m", "edvr", "restore", *args, "-o", str(dst)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = work_dir_for(dst) / "seg000001.json"
+    deadline = time.time() + 120
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert marker.exists() and not dst.exists()
+    assert main(["restore", *args, "-o", str(dst), "--resume"]) == 0
+    assert dst.read_bytes() == (tmp_path / "straight.mp4").read_bytes()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_give_the_same_file_as_one(tmp_path, model_file):
+    src = make_clip(tmp_path / "in.mp4", list(range(50)), Fraction(1, 25), audio="aac")
+    args = [str(src), "--model", str(model_file), "--device", "cpu", "--segment-frames", "16", "--quiet"]
+    assert main(["restore", *args, "-o", str(tmp_path / "one.mp4")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(_free_port()), "-m", "edvr", "restore", *args, "-o", str(tmp_path / "two.mp4")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "two.mp4").read_bytes() == (tmp_path / "one.mp4").read_bytes()
+
+
+def test_broken_stream_restores_what_decodes_then_fails(tmp_path, model_file, capsys):
+    src = make_clip(tmp_path / "in.mkv", list(range(40)), Fraction(1, 25), noise=True)
+    data = src.read_bytes()
+    broken = tmp_path / "broken.mkv"
+    broken.write_bytes(data[: len(data) // 2])
+    dst = tmp_path / "out.mkv"
+    assert main(["restore", str(broken), "-o", str(dst), "--model", str(model_file), "--device", "cpu", "--quiet"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "broken.mkv" in err and "frame" in err
+    n = len(frame_times(dst))
+    assert 0 < n < 40 and f"the {n} frames before it" in err
+
+
+def test_bad_input_one_line_errors(tmp_path, model_file, capsys):
+    src = make_clip(tmp_path / "in.mp4", list(range(5)), Fraction(1, 25))
+    (tmp_path / "notes.txt").write_text("not a video")
+    (tmp_path / "exists.mp4").write_bytes(b"x")
+    base = ["--model", str(model_file), "--device", "cpu", "--quiet"]
+    cases = [
+        ([str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "o.mp4")], "no such file"),
+        ([str(tmp_path / "notes.txt"), "-o", str(tmp_path / "o.mp4")], "notes.txt"),
+        ([str(src), "-o", str(tmp_path / "exists.mp4")], "--overwrite"),
+        ([str(src), "-o", str(src), "--overwrite"], "overwrite the input"),
+        ([str(src), "-o", str(tmp_path / "nodir" / "o.mp4")], "does not exist"),
+        ([str(src), "-o", str(tmp_path / "o.mp4"), "--padding", "mirror"], "padding"),
+    ]
+    for args, expected in cases:
+        assert main(["restore", *args, *base]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and expected in err, (args, err)
+    assert main(["restore", str(src), "-o", str(tmp_path / "o.mp4"), "--model", "no-such-model", "--quiet"]) == 2
+    assert "no-such-model" in capsys.readouterr().err
+    assert (tmp_path / "exists.mp4").read_bytes() == b"x"  # never overwritten
+
+
+def test_several_inputs_into_a_folder(tmp_path, model_file, capsys):
+    a = make_clip(tmp_path / "a.mp4", list(range(6)), Fraction(1, 25))
+    b = make_clip(tmp_path / "b.mkv", list(range(4)), Fraction(1, 25))
+    out = tmp_path / "restored"
+    assert main(["restore", str(a), str(b), "-o", str(out), "--model", str(model_file), "--device", "cpu"]) == 0
+    assert len(frame_times(out / "a_edvr.mp4")) == 6 and len(frame_times(out / "b_edvr.mkv")) == 4
+    assert "6 frames" in capsys.readouterr().out
+
+
+def test_mixed_sizes_in_a_folder_is_an_input_error(tmp_path, model_file):
+    src = tmp_path / "frames"
+    src.mkdir()
+    video_io.write_image(src / "0.png", np.zeros((8, 8, 3), np.float32))
+    video_io.write_image(src / "1.png", np.zeros((8, 12, 3), np.float32))
+    with pytest.raises((InputError, EdvrError), match="1.png"):
+        restore_video(src, tmp_path / "out", model_file, device="cpu", quiet=True)
