@@ -242,3 +242,66 @@ def test_mixed_sizes_in_a_folder_is_an_input_error(tmp_path, model_file):
     video_io.write_image(src / "1.png", np.zeros((8, 12, 3), np.float32))
     with pytest.raises((InputError, EdvrError), match="1.png"):
         restore_video(src, tmp_path / "out", model_file, device="cpu", quiet=True)
+
+
+def test_ensemble_in_restore_equals_the_evaluation_ensemble():
+    from edvr.evaluation.ensemble import ensemble_forward
+
+    model = tiny_model()
+    frames = real_frames(6, 20)
+    for mode in ("x8t", "flip4"):
+        out = dict(WindowRestorer(model, padding="reflection_circle", ensemble=mode).restore(enumerate(frames)))
+        for c in range(6):
+            idx = window_indices(c, 5, 6, "reflection_circle")
+            x = torch.stack([torch.from_numpy(frames[i]).permute(2, 0, 1) for i in idx])[None]
+            expected = ensemble_forward(model, x, mode)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+            assert np.array_equal(out[c], expected), (mode, c)
+            assert not np.array_equal(out[c], naive(model, frames, c).permute(1, 2, 0).numpy())
+
+
+def test_stage2_chained_and_resumable(tmp_path, model_file, monkeypatch):
+    """Stage 2 restores the 8-bit stage-1 output with its own window; segments and resume still give one file."""
+    torch.manual_seed(1)
+    stage2 = EDVR(num_feat=8, num_extract_block=1, num_reconstruct_block=1, deformable_groups=2, hr_in=True).eval()
+    stage2_file = save_checkpoint(stage2.state_dict(), stage2.config, tmp_path / "stage2.safetensors")
+    frames = real_frames(7, 16)
+    src = tmp_path / "frames"
+    src.mkdir()
+    for i, f in enumerate(frames):
+        video_io.write_image(src / f"{i}.png", f)
+    frames = [video_io.read_image(src / f"{i}.png") for i in range(7)]
+    restore_video(src, tmp_path / "out", model_file, stage2=stage2_file, device="cpu", quiet=True, segment_frames=16)
+    stage1 = tiny_model()
+    s1 = [to_uint8(naive(stage1, frames, c)).astype(np.float32) / np.float32(255) for c in range(7)]
+    for c in range(7):
+        expected = to_uint8(naive(stage2, s1, c))
+        got = np.round(video_io.read_image(tmp_path / "out" / f"{c}.png") * 255).astype(np.uint8)
+        assert np.array_equal(got, expected), c
+    src_video = make_clip(tmp_path / "in.mp4", list(range(40)), Fraction(1, 25))
+    args = dict(device="cpu", quiet=True, segment_frames=16, stage2=stage2_file)
+    restore_video(src_video, tmp_path / "straight.mkv", model_file, **args)
+    monkeypatch.setattr(video_io, "read_frames", Interrupt(after=30))
+    with pytest.raises(KeyboardInterrupt):
+        restore_video(src_video, tmp_path / "resumed.mkv", model_file, **args)
+    restore_video(src_video, tmp_path / "resumed.mkv", model_file, resume=True, **args)
+    assert (tmp_path / "resumed.mkv").read_bytes() == (tmp_path / "straight.mkv").read_bytes()
+
+
+def test_out_of_memory_falls_back_to_tiles(monkeypatch):
+    """A window too large for the device (simulated) is retried in tiles, halving until it fits."""
+    model = tiny_model()
+    frames = real_frames(5, 64)
+    encode = model.encode
+
+    def small_only(x):
+        if x.shape[-1] * x.shape[-2] > 48 * 48:
+            raise torch.OutOfMemoryError("simulated: CUDA out of memory")
+        return encode(x)
+
+    monkeypatch.setattr(model, "encode", small_only)
+    restorer = WindowRestorer(model, padding="replicate", tile_overlap=8)
+    out = dict(restorer.restore(enumerate(frames)))
+    assert restorer.tile == 32  # whole 64x64 frames fail; 32-pixel tiles (40x40 crops with the overlap) fit
+    monkeypatch.setattr(model, "encode", encode)
+    tiled = dict(WindowRestorer(model, padding="replicate", tile=32, tile_overlap=8).restore(enumerate(frames)))
+    assert all(np.array_equal(out[c], tiled[c]) for c in out)

@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--codec", help="video codec (default: libx264, 10-bit when the input is)")
     p.add_argument("--crf", type=int, help="encoder quality, lower is better (default 18)")
     p.add_argument("--pix-fmt", help="output pixel format (default follows the input's bit depth)")
+    p.add_argument("--ensemble", nargs="?", const="auto", choices=("auto", "flip4", "x8", "x8t"),
+                   help="self-ensemble over flips/transposes (x8t: also time-reversed); 8-16x slower, a little better")
+    p.add_argument("--stage2", metavar="MODEL", help="second-stage model (HR input) run on the first stage's output")
     p.add_argument("--segment-frames", type=int, default=100, help="frames per resumable segment (default 100)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run without redoing finished work")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -53,13 +56,16 @@ def run(args: argparse.Namespace) -> int:
     outputs = outputs_for(inputs, Path(args.output))
     device = pick_device(args.device)
     model = load_model(args.model, device=device, dcn_backend=args.dcn_backend)
+    stage2 = load_model(args.stage2, device=device, dcn_backend=args.dcn_backend) if args.stage2 else None
+    ensemble = True if args.ensemble == "auto" else args.ensemble  # True: the largest valid ensemble
     failed = 0
     for src, dst in zip(inputs, outputs):
         try:
             result = restore_video(
                 src, dst, model, device=device, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet,
                 padding=args.padding, tile=args.tile, tile_overlap=args.tile_overlap, half=args.half, codec=args.codec,
-                crf=args.crf, pix_fmt=args.pix_fmt, segment_frames=args.segment_frames,
+                crf=args.crf, pix_fmt=args.pix_fmt, segment_frames=args.segment_frames, ensemble=ensemble,
+                stage2=stage2,
             )
         except EdvrError as e:
             if len(inputs) == 1:

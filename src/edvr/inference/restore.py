@@ -45,6 +45,7 @@ class RestoreOptions:
     crf: int | None = None
     pix_fmt: str | None = None
     segment_frames: int = 100
+    ensemble: str | bool | None = None  # self-ensemble "flip4", "x8", "x8t", True = largest valid (edvr.evaluation.ensemble)
 
 
 @dataclass
@@ -237,11 +238,13 @@ def restore_video(
     overwrite: bool = False,
     quiet: bool = False,
     dcn_backend: str | None = None,
+    stage2: EDVR | str | Path | None = None,
     **options,
 ) -> RestoreResult:
     """Restore the video file or frame folder ``src`` into ``dst`` (a video file, by its extension, else a folder of
     PNG frames). Options: see :class:`RestoreOptions`. Under ``torchrun`` every process calls this with the same
-    arguments; the work is split by segments and rank 0 writes the final output."""
+    arguments; the work is split by segments and rank 0 writes the final output. ``stage2``: a second, HR-input
+    EDVR that restores the (8-bit rounded) stage-1 output with its own temporal window, as in the paper."""
     t0 = time.perf_counter()
     opts = RestoreOptions(**options)
     src, dst = Path(src), Path(dst)
@@ -255,19 +258,31 @@ def restore_video(
     rank, world = _distributed_init()
     dev = pick_device(device) if world == 1 or not torch.cuda.is_available() else torch.device("cuda", _local_rank())
     net = _resolve_model(model, dev, dcn_backend)
+    net2 = None if stage2 is None else _resolve_model(stage2, dev, dcn_backend)
+    if net2 is not None and not net2.config.hr_in:
+        raise InputError("--stage2 needs an HR-input model (a stage-2 or deblurring EDVR), not an x4 SR model")
     opts.padding = opts.padding or default_padding_for(net)
+    if opts.ensemble is not None:
+        from edvr.evaluation.ensemble import resolve_mode
+
+        try:
+            opts.ensemble = resolve_mode(net, opts.ensemble)
+        except ValueError as e:
+            raise InputError(f"--ensemble: {e}") from None
     kind = output_kind(dst)
-    model_id = getattr(net, "source", None) or f"in-memory {type(net).__name__} {net.config}"
-    state = {"version": WORK_VERSION, "output": kind, "model": str(model_id), "options": asdict(opts),
-             **_source_identity(src)}
+    state = {"version": WORK_VERSION, "output": kind, "model": _model_id(net),
+             "stage2": None if net2 is None else _model_id(net2), "options": asdict(opts), **_source_identity(src)}
     work = work_dir_for(dst)
     _prepare_work_dir(work, state, resume=resume, rank=rank)
     _gather(None, world)
     if kind == "folder":
         dst.mkdir(parents=True, exist_ok=True)
 
-    restorer = WindowRestorer(net, padding=opts.padding, device=dev, half=opts.half, tile=opts.tile,
-                              tile_overlap=opts.tile_overlap)
+    restorers = [
+        WindowRestorer(m, padding=opts.padding, device=dev, half=opts.half, tile=opts.tile,
+                       tile_overlap=opts.tile_overlap, ensemble=opts.ensemble)
+        for m in (net, net2) if m is not None
+    ]
     k = opts.segment_frames
     done_before = sum(_finished_segments(work))
     progress = _progress(info, quiet=quiet or rank != 0)
@@ -275,12 +290,12 @@ def restore_video(
         if world == 1:
             # One stream from the first unfinished segment to the end: context frames are decoded once.
             progress.update(done_before)
-            _run_segments(src, dst, work, kind, restorer, info, opts, len(_finished_segments(work)), None, progress)
+            _run_segments(src, dst, work, kind, restorers, info, opts, len(_finished_segments(work)), None, progress)
         else:
             seg = rank
             while True:  # every world-th segment, each with its own temporal context, until past the end
                 if not _segment_marker(work, seg).exists():
-                    reader = _run_segments(src, dst, work, kind, restorer, info, opts, seg, seg + 1, progress)
+                    reader = _run_segments(src, dst, work, kind, restorers, info, opts, seg, seg + 1, progress)
                     if reader.end is not None or reader.empty:
                         break
                 elif json.loads(_segment_marker(work, seg).read_text())["frames"] < k:
@@ -310,14 +325,31 @@ def restore_video(
     return result
 
 
+def _model_id(net: EDVR) -> str:
+    return str(getattr(net, "source", None) or f"in-memory {type(net).__name__} {net.config}")
+
+
+def _chain(restorers: list[WindowRestorer], frames: Iterable[tuple[int, np.ndarray]], start: int, stop: int | None):
+    """Stage 1 (and stage 2 on its output): each stage is asked for its centres plus the context the next needs.
+    Stage-1 output is rounded to 8 bits before stage 2, as the reference did by saving it to PNG."""
+    need = [sum(r.num_frames - 1 for r in restorers[i + 1:]) for i in range(len(restorers))]
+    stream: Iterable[tuple[int, np.ndarray]] = frames
+    for i, (restorer, extra) in enumerate(zip(restorers, need)):
+        if i > 0:
+            stream = ((j, video_io.quantize8(img).astype(np.float32) / np.float32(255)) for j, img in stream)
+        stream = restorer.restore(stream, first_center=max(0, start - extra),
+                                  stop_center=None if stop is None else stop + extra)
+    return stream
+
+
 def _run_segments(
-    src: Path, dst: Path, work: Path, kind: str, restorer: WindowRestorer, info: video_io.VideoInfo,
+    src: Path, dst: Path, work: Path, kind: str, restorers: list[WindowRestorer], info: video_io.VideoInfo,
     opts: RestoreOptions, first_seg: int, stop_seg: int | None, progress,
 ) -> _Reader:
     """Restore segments ``[first_seg, stop_seg)`` (to the end if None); returns the reader, which knows whether the
     end of the stream was reached and whether it broke."""
     k = opts.segment_frames
-    context = restorer.num_frames - 1
+    context = sum(r.num_frames - 1 for r in restorers)
     start, stop = first_seg * k, None if stop_seg is None else stop_seg * k
     reader = _Reader(src, max(0, start - context), None if stop is None else stop + context, work / "end.json")
     writer = None
@@ -325,7 +357,7 @@ def _run_segments(
     count = 0
     bit_depth = 16 if info.bit_depth > 8 else 8
     try:
-        for index, image in restorer.restore(iter(reader), first_center=start, stop_center=stop):
+        for index, image in _chain(restorers, iter(reader), start, stop):
             frame = reader.pop(index)
             if index // k != seg:
                 _commit(writer, work, seg, count)

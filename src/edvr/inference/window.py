@@ -83,6 +83,7 @@ class WindowRestorer:
         tile: int | None = None,
         tile_overlap: int = 32,
         cache: bool = True,
+        ensemble: str | None = None,
     ) -> None:
         self.model = model
         self.cache = cache  # False recomputes every frame's features in every window (the reference's way; for benchmarks)
@@ -91,6 +92,13 @@ class WindowRestorer:
         self.half = half
         self.tile = tile
         self.tile_overlap = tile_overlap
+        # Self-ensemble (see edvr.evaluation.ensemble): every spatial transform of the window, and the reversed window
+        # for "x8t"; each transformed frame's features are cached like the plain ones.
+        from edvr.evaluation.ensemble import resolve_mode, transforms
+
+        self.ensemble = resolve_mode(model, ensemble)
+        spatial = transforms(self.ensemble) if self.ensemble else (None,)
+        self.views = [(rev, t) for rev in ((False, True) if self.ensemble == "x8t" else (False,)) for t in spatial]
         self.num_frames = model.config.num_frames
         self.multiple = model.config.multiple
         self.scale = model.config.scale
@@ -132,7 +140,7 @@ class WindowRestorer:
                         f"frame {index} is {tensor.shape[-1]}x{tensor.shape[-2]} but earlier frames are "
                         f"{size[1]}x{size[0]}; all frames of a video must have one size"
                     )
-                images[index] = pad_to_multiple(tensor, self.multiple)[0]
+                images[index] = tensor
                 if first_index is None:
                     first_index = index
                     center = index if center is None else center
@@ -150,9 +158,10 @@ class WindowRestorer:
             yield center, self._restore_window(indices, images, feats, size)
             # Later centres only need frames from center + 1 - (n - 1) on: every padding mode stays within n - 1.
             keep_from = center + 1 - (n - 1)
-            for d in (images, feats):
-                for i in [i for i in d if i < keep_from]:
-                    del d[i]
+            for i in [i for i in images if i < keep_from]:
+                del images[i]
+            for key in [key for key in feats if key[0] < keep_from]:
+                del feats[key]
             center += 1
 
     # -------------------------------------------------------------------------------------------- internals
@@ -165,33 +174,52 @@ class WindowRestorer:
     def _restore_window(self, indices: list[int], images: dict, feats: dict, size: torch.Size) -> np.ndarray:
         while True:
             try:
-                return self._restore_window_tiled(indices, images, feats, size)
+                return self._restore_window_views(indices, images, feats)
             except torch.OutOfMemoryError:
                 # Out of GPU memory: split frames into smaller tiles, forget cached features, try again.
                 feats.clear()
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                hp, wp = next(iter(images.values())).shape[-2:]
-                current = self.tile or max(hp, wp)
+                current = self.tile or max(size)
                 if current // 2 < 4 * self.multiple:
                     raise
                 self.tile = current // 2
 
     @torch.inference_mode()
-    def _restore_window_tiled(self, indices: list[int], images: dict, feats: dict, size: torch.Size) -> np.ndarray:
-        center_image = images[indices[len(indices) // 2]]
+    def _restore_window_views(self, indices: list[int], images: dict, feats: dict) -> np.ndarray:
+        if not self.ensemble:
+            return to_image(self._restore_view(indices, images, feats, None, False))
+        # Summed in float64 in the order edvr.evaluation.ensemble uses, so restore and eval agree to the bit.
+        total = None
+        for reverse, t in self.views:
+            out = t.invert(self._restore_view(indices, images, feats, t, reverse)).double()
+            total = out if total is None else total + out
+        return to_image((total / len(self.views)).float())
+
+    def _frame(self, image: torch.Tensor, t) -> torch.Tensor:
+        return pad_to_multiple(image if t is None else t.apply(image), self.multiple)[0]
+
+    def _restore_view(self, indices: list[int], images: dict, feats: dict, t, reverse: bool) -> torch.Tensor:
+        """The window restored under spatial transform ``t`` (None: identity), frames reversed if ``reverse``;
+        returns ``(1, C, s*h, s*w)`` in the transformed orientation."""
+        center_image = self._frame(images[indices[len(indices) // 2]], t)
+        h, w = images[indices[0]].shape[-2:]
+        if t is not None and t.transpose:
+            h, w = w, h
         hp, wp = center_image.shape[-2:]
         tiles = plan_tiles(hp, wp, self.tile, self.tile_overlap, self.multiple)
         s = self.scale
         out = torch.empty(1, self.model.config.num_out_ch, hp * s, wp * s, device=self.device)
+        order = indices[::-1] if reverse else indices
         with self._autocast():
             for i in dict.fromkeys(indices):
-                if i not in feats:
-                    feats[i] = [self.model.encode(images[i][..., t.cy0:t.cy1, t.cx0:t.cx1]) for t in tiles]
-            for k, t in enumerate(tiles):
-                fused = self.model.align_and_fuse([feats[i][k] for i in indices])
-                tile_out = self.model.reconstruct(fused, center_image[..., t.cy0:t.cy1, t.cx0:t.cx1])
-                out[..., t.y0 * s:t.y1 * s, t.x0 * s:t.x1 * s] = tile_out[
-                    ..., (t.y0 - t.cy0) * s:(t.y1 - t.cy0) * s, (t.x0 - t.cx0) * s:(t.x1 - t.cx0) * s
+                if (i, t) not in feats:
+                    frame = self._frame(images[i], t)
+                    feats[(i, t)] = [self.model.encode(frame[..., u.cy0:u.cy1, u.cx0:u.cx1]) for u in tiles]
+            for k, u in enumerate(tiles):
+                fused = self.model.align_and_fuse([feats[(i, t)][k] for i in order])
+                tile_out = self.model.reconstruct(fused, center_image[..., u.cy0:u.cy1, u.cx0:u.cx1])
+                out[..., u.y0 * s:u.y1 * s, u.x0 * s:u.x1 * s] = tile_out[
+                    ..., (u.y0 - u.cy0) * s:(u.y1 - u.cy0) * s, (u.x0 - u.cx0) * s:(u.x1 - u.cx0) * s
                 ]
-        return to_image(out[..., : size[0] * s, : size[1] * s])
+        return out[..., : h * s, : w * s]
