@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "restore": ("edvr.inference.command", "restore videos or frame folders with an EDVR model"),
     "eval": ("edvr.evaluation.command", "score a model on a named protocol (REDS4, Vid4, Vimeo90K-T)"),
     "compare": ("edvr.evaluation.command", "per-clip PSNR/SSIM deltas of two edvr eval results"),
+    "train": ("edvr.training.command", "train EDVR from a YAML recipe (torchrun for several GPUs)"),
     "prepare": ("edvr.data.prepare", "make LQ/GT dataset folders (REDS, Vimeo90K, Vid4 layouts) from videos or frames"),
     "models": ("edvr.models.commands", "list the named models (presets and shipped weights)"),
     "convert": ("edvr.models.commands", "convert any EDVR checkpoint to edvr's safetensors format"),

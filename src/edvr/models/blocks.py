@@ -26,6 +26,34 @@ def lrelu(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, LRELU_SLOPE)
 
 
+def lrelu_(x: torch.Tensor) -> torch.Tensor:
+    """In-place :func:`lrelu`, for fresh intermediates (conv outputs): saves a pass over memory (autograd-safe,
+    the gradient of a leaky ReLU with a positive slope is computed from its result)."""
+    return F.leaky_relu_(x, LRELU_SLOPE)
+
+
+def split_conv(conv: nn.Conv2d, parts: tuple[torch.Tensor, ...], bias: bool = True) -> torch.Tensor:
+    """``conv(torch.cat(parts, dim=1))`` computed as a sum of convs over the input-channel blocks of its weight.
+
+    By linearity the two are equal (up to rounding); the split form needs no concatenated copy, and a part that
+    is the same in many calls (a frame's features, the reference frame) can be computed once and reused.
+    """
+    out = None
+    start = 0
+    for i, part in enumerate(parts):
+        c = part.shape[1]
+        term = conv_part(conv, part, start, bias=bias and i == 0)
+        out = term if out is None else out.add_(term)
+        start += c
+    return out
+
+
+def conv_part(conv: nn.Conv2d, x: torch.Tensor, start: int, *, bias: bool) -> torch.Tensor:
+    """The contribution of input channels ``[start, start + x.shape[1])`` of ``conv`` (with its bias if asked)."""
+    weight = conv.weight[:, start:start + x.shape[1]]
+    return F.conv2d(x, weight, conv.bias if bias else None, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
@@ -37,9 +65,15 @@ class ResidualBlockNoBN(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        # The reference inits (BasicSR's default_init_weights, the original repo's initialize_weights): Kaiming normal
+        # scaled by 0.1, zero bias, so a deep stack of fresh blocks starts close to the identity and trains stably.
+        for conv in (self.conv1, self.conv2):
+            nn.init.kaiming_normal_(conv.weight, a=0, mode="fan_in")
+            conv.weight.data.mul_(0.1)
+            nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(x)))
+        return self.conv2(F.relu_(self.conv1(x))).add_(x)
 
 
 def residual_blocks(num_blocks: int, num_feat: int) -> nn.Sequential:
