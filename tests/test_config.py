@@ -95,3 +95,15 @@ def test_recipe_dataset_options_fit_the_dataset(recipe):
         if d is not None and d.name:
             params = inspect.signature(DATASETS[d.name]).parameters
             assert [k for k in ("root", "num_frames", *d.options) if k not in params] == [], (d.name, d.options)
+
+
+def test_model_config_has_exactly_the_architecture_fields():
+    """ModelConfig repeats EDVRConfig's fields for YAML typing; this keeps the two in step."""
+    import dataclasses
+
+    from edvr.config import ModelConfig
+    from edvr.models.edvr import EDVRConfig
+
+    ours = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    arch = {f.name: f.default for f in dataclasses.fields(EDVRConfig) if f.name not in ("num_in_ch", "num_out_ch")}
+    assert {k: v for k, v in ours.items() if k != "dcn_backend"} == arch
