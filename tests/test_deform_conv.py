@@ -161,3 +161,14 @@ def test_large_offset_warning_once_and_names_the_layer():
     msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(msgs) == 1 and "pcd_align.dcn_pack.l1" in msgs[0] and "80.0" in msgs[0]
     _warned_layers.clear()
+
+
+def test_base_grid_cached_in_inference_mode_still_works_with_autograd():
+    x, offset, mask, weight, bias = make_inputs(h=5, w=6, dtype=torch.float32)
+    with torch.inference_mode():
+        expected = deform_conv2d_torch(x, offset, mask, weight, bias)
+    leaves = [t.clone().requires_grad_(True) for t in (x, offset, mask, weight, bias)]
+    out = deform_conv2d_torch(*leaves)
+    out.sum().backward()
+    assert (out.detach() - expected).abs().max().item() < 1e-5
+    assert all(t.grad is not None for t in leaves)

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("edvr.evaluation.command", "per-clip PSNR/SSIM deltas of two edvr eval results"),
     "train": ("edvr.training.command", "train EDVR from a YAML recipe (torchrun for several GPUs)"),
     "prepare": ("edvr.data.prepare", "make LQ/GT dataset folders (REDS, Vimeo90K, Vid4 layouts) from videos or frames"),
+    "export": ("edvr.export", "export a model to ONNX with pure-PyTorch deformable convs"),
     "models": ("edvr.models.commands", "list the named models (presets and shipped weights)"),
     "convert": ("edvr.models.commands", "convert any EDVR checkpoint to edvr's safetensors format"),
     "info": ("edvr.models.commands", "show the format and architecture inferred from a checkpoint"),

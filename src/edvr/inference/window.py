@@ -115,7 +115,7 @@ class WindowRestorer:
         """Yield ``(index, image)`` for each centre; ``total`` (if known) fixes the end padding early."""
         n = self.num_frames
         images: dict[int, torch.Tensor] = {}  # padded input frames (1, 3, Hp, Wp) on the device
-        feats: dict[int, list[Pyramid]] = {}  # per frame: one pyramid per tile
+        feats: dict = {}  # per (frame, view): one (pyramid, alignment terms) per tile
         it = iter(frames)
         count_end = None  # one past the last index read
         first_index = None
@@ -199,6 +199,11 @@ class WindowRestorer:
     def _frame(self, image: torch.Tensor, t) -> torch.Tensor:
         return pad_to_multiple(image if t is None else t.apply(image), self.multiple)[0]
 
+    def _encode(self, frame: torch.Tensor) -> tuple[Pyramid, list[torch.Tensor]]:
+        # The per-frame work of a window: the feature pyramid and the frame's share of PCD's first offset convs.
+        pyramid = self.model.encode(frame)
+        return pyramid, self.model.alignment_terms(pyramid)
+
     def _restore_view(self, indices: list[int], images: dict, feats: dict, t, reverse: bool) -> torch.Tensor:
         """The window restored under spatial transform ``t`` (None: identity), frames reversed if ``reverse``;
         returns ``(1, C, s*h, s*w)`` in the transformed orientation."""
@@ -215,9 +220,10 @@ class WindowRestorer:
             for i in dict.fromkeys(indices):
                 if (i, t) not in feats:
                     frame = self._frame(images[i], t)
-                    feats[(i, t)] = [self.model.encode(frame[..., u.cy0:u.cy1, u.cx0:u.cx1]) for u in tiles]
+                    feats[(i, t)] = [self._encode(frame[..., u.cy0:u.cy1, u.cx0:u.cx1]) for u in tiles]
             for k, u in enumerate(tiles):
-                fused = self.model.align_and_fuse([feats[(i, t)][k] for i in order])
+                fused = self.model.align_and_fuse([feats[(i, t)][k][0] for i in order],
+                                                  [feats[(i, t)][k][1] for i in order])
                 tile_out = self.model.reconstruct(fused, center_image[..., u.cy0:u.cy1, u.cx0:u.cx1])
                 out[..., u.y0 * s:u.y1 * s, u.x0 * s:u.x1 * s] = tile_out[
                     ..., (u.y0 - u.cy0) * s:(u.y1 - u.cy0) * s, (u.x0 - u.cx0) * s:(u.x1 - u.cx0) * s

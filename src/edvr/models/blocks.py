@@ -19,6 +19,7 @@ from edvr.ops import deform_conv
 LRELU_SLOPE = 0.1
 # The reference warns when the mean |offset| of a DCN exceeds this: a known sign that training is diverging.
 OFFSET_WARN_THRESHOLD = 50.0
+LEVELS = ("l1", "l2", "l3")  # pyramid levels, finest first (the order of a frame's feature list)
 _warned_layers: set[str] = set()
 
 
@@ -27,8 +28,11 @@ def lrelu(x: torch.Tensor) -> torch.Tensor:
 
 
 def lrelu_(x: torch.Tensor) -> torch.Tensor:
-    """In-place :func:`lrelu`, for fresh intermediates (conv outputs): saves a pass over memory (autograd-safe,
-    the gradient of a leaky ReLU with a positive slope is computed from its result)."""
+    """:func:`lrelu` in place for fresh intermediates (conv outputs) at inference: saves a pass over memory. While
+    autograd records, out of place: callers go on to modify the result in place (``.add_``), which autograd would
+    refuse on the saved result of an in-place activation."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return F.leaky_relu(x, LRELU_SLOPE)
     return F.leaky_relu_(x, LRELU_SLOPE)
 
 
@@ -163,27 +167,54 @@ class PCDAlignment(nn.Module):
         self.cas_offset_conv2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.cas_dcnpack = DCNPack(num_feat, deformable_groups)
 
-    def forward(self, nbr: list[torch.Tensor], ref: list[torch.Tensor]) -> torch.Tensor:
-        """``nbr``, ``ref``: [L1, L2, L3] features ``(B, C, h / 2**i, w / 2**i)``; returns aligned ``(B, C, h, w)``."""
+    def neighbour_terms(self, nbr: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The neighbour's share of each level's ``offset_conv1`` (whose input is cat[neighbour, reference]), without
+        bias, [L1, L2, L3]. It depends on one frame only, so streaming inference computes it once per frame."""
+        return [conv_part(self.offset_conv1[level], nbr[i], 0, bias=False) for i, level in enumerate(LEVELS)]
+
+    def reference_terms(self, ref: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The reference's share (with bias) of each level's ``offset_conv1`` [L1, L2, L3] and of
+        ``cas_offset_conv1``: the same for every frame of a window, so computed once per window."""
+        c = ref[0].shape[1]
+        terms = [conv_part(self.offset_conv1[level], ref[i], c, bias=True) for i, level in enumerate(LEVELS)]
+        terms.append(conv_part(self.cas_offset_conv1, ref[0], c, bias=True))
+        return terms
+
+    def forward(
+        self,
+        nbr: list[torch.Tensor],
+        ref: list[torch.Tensor],
+        nbr_terms: list[torch.Tensor] | None = None,
+        ref_terms: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``nbr``, ``ref``: [L1, L2, L3] features ``(B, C, h / 2**i, w / 2**i)``; returns aligned ``(B, C, h, w)``.
+
+        ``nbr_terms`` / ``ref_terms``: :meth:`neighbour_terms` / :meth:`reference_terms`, when already computed.
+        The convs over cat[a, b] are computed as split-weight sums (``split_conv``), always, so that cached and
+        uncached runs agree to the bit.
+        """
+        nbr_terms = self.neighbour_terms(nbr) if nbr_terms is None else nbr_terms
+        ref_terms = self.reference_terms(ref) if ref_terms is None else ref_terms
         up_offset = up_feat = None
         feat = nbr[0]
         for i, level in ((2, "l3"), (1, "l2"), (0, "l1")):
-            offset = lrelu(self.offset_conv1[level](torch.cat((nbr[i], ref[i]), dim=1)))
+            offset = lrelu_(nbr_terms[i] + ref_terms[i])  # = offset_conv1(cat(nbr, ref)); the terms stay intact
             if up_offset is None:
-                offset = lrelu(self.offset_conv2[level](offset))
+                offset = lrelu_(self.offset_conv2[level](offset))
             else:
-                offset = lrelu(self.offset_conv2[level](torch.cat((offset, up_offset), dim=1)))
-                offset = lrelu(self.offset_conv3[level](offset))
+                offset = lrelu_(split_conv(self.offset_conv2[level], (offset, up_offset)))
+                offset = lrelu_(self.offset_conv3[level](offset))
             feat = self.dcn_pack[level](nbr[i], offset)
             if up_feat is not None:
-                feat = self.feat_conv[level](torch.cat((feat, up_feat), dim=1))
+                feat = split_conv(self.feat_conv[level], (feat, up_feat))
             if i > 0:  # L1's aligned features get no activation before the cascade
-                feat = lrelu(feat)
-                up_offset = upsample2x(offset) * 2
+                feat = lrelu_(feat)
+                up_offset = upsample2x(offset).mul_(2)
                 up_feat = upsample2x(feat)
-        offset = torch.cat((feat, ref[0]), dim=1)
-        offset = lrelu(self.cas_offset_conv2(lrelu(self.cas_offset_conv1(offset))))
-        return lrelu(self.cas_dcnpack(feat, offset))
+        # cas_offset_conv1(cat(feat, ref L1)), the reference share precomputed.
+        offset = lrelu_(conv_part(self.cas_offset_conv1, feat, 0, bias=False).add_(ref_terms[3]))
+        offset = lrelu_(self.cas_offset_conv2(offset))
+        return lrelu_(self.cas_dcnpack(feat, offset))
 
 
 class TSAFusion(nn.Module):
@@ -218,23 +249,33 @@ class TSAFusion(nn.Module):
 
     def forward(self, aligned: torch.Tensor) -> torch.Tensor:
         """``aligned``: ``(B, T, C, h, w)``; returns the fused ``(B, C, h, w)`` (h, w multiples of 4)."""
-        b, t, c, h, w = aligned.shape
-        emb_ref = self.temporal_attn1(aligned[:, self.center_frame_idx])
-        emb = self.temporal_attn2(aligned.reshape(b * t, c, h, w)).view(b, t, c, h, w)
-        corr = torch.sigmoid((emb * emb_ref.unsqueeze(1)).sum(dim=2, keepdim=True))  # (B, T, 1, h, w)
-        weighted = (aligned * corr).reshape(b, t * c, h, w)
+        return self.fuse_frames(list(aligned.unbind(1)))
 
-        feat = lrelu(self.feat_fusion(weighted))
-        attn = lrelu(self.spatial_attn1(weighted))
-        attn = lrelu(self.spatial_attn2(self._pool(attn)))  # h/2
-        attn_level = lrelu(self.spatial_attn_l1(attn))
-        attn_level = lrelu(self.spatial_attn_l2(self._pool(attn_level)))  # h/4
-        attn_level = upsample2x(lrelu(self.spatial_attn_l3(attn_level)))  # h/2
-        attn = lrelu(self.spatial_attn3(attn)) + attn_level
-        attn = upsample2x(lrelu(self.spatial_attn4(attn)))  # h
+    def fuse_frames(self, aligned: list[torch.Tensor]) -> torch.Tensor:
+        """``aligned``: T tensors ``(B, C, h, w)``; returns the fused ``(B, C, h, w)``.
+
+        Frame by frame rather than one conv over a batch of T: batched convs in the default layout ran at half
+        speed on CPU (perf-notes), and the per-frame tensors keep their (channels_last) layout.
+        """
+        emb_ref = self.temporal_attn1(aligned[self.center_frame_idx])
+        weighted = []
+        for frame in aligned:
+            emb = self.temporal_attn2(frame)
+            corr = torch.sigmoid((emb * emb_ref).sum(dim=1, keepdim=True))  # (B, 1, h, w)
+            weighted.append(frame * corr)
+        weighted = torch.cat(weighted, dim=1)  # (B, T*C, h, w)
+
+        feat = lrelu_(self.feat_fusion(weighted))
+        attn = lrelu_(self.spatial_attn1(weighted))
+        attn = lrelu_(self.spatial_attn2(self._pool(attn)))  # h/2
+        attn_level = lrelu_(self.spatial_attn_l1(attn))
+        attn_level = lrelu_(self.spatial_attn_l2(self._pool(attn_level)))  # h/4
+        attn_level = upsample2x(lrelu_(self.spatial_attn_l3(attn_level)))  # h/2
+        attn = lrelu_(self.spatial_attn3(attn)).add_(attn_level)
+        attn = upsample2x(lrelu_(self.spatial_attn4(attn)))  # h
         attn = self.spatial_attn5(attn)
-        attn_add = self.spatial_attn_add2(lrelu(self.spatial_attn_add1(attn)))
-        return feat * torch.sigmoid(attn) * 2 + attn_add
+        attn_add = self.spatial_attn_add2(lrelu_(self.spatial_attn_add1(attn)))
+        return (feat * torch.sigmoid(attn)).mul_(2).add_(attn_add)
 
 
 class PredeblurModule(nn.Module):

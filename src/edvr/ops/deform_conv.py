@@ -156,7 +156,8 @@ def deform_conv2d_torch(
     """Pure-PyTorch modulated deformable conv: bilinear sampling by ``grid_sample``, then one matrix product.
 
     Shapes: x ``(N, Cin, H, W)``, offset ``(N, 2*G*K, Ho, Wo)``, mask ``(N, G*K, Ho, Wo)``,
-    weight ``(Cout, Cin // groups, kh, kw)``; returns ``(N, Cout, Ho, Wo)``.
+    weight ``(Cout, Cin // groups, kh, kw)``; returns ``(N, Cout, Ho, Wo)`` (channels_last in memory when
+    ``groups == 1``: the layout the following convs run fastest in on CPU).
     """
     n, c_in, h, w = x.shape
     c_out, c_per_group, kh, kw = weight.shape
@@ -172,40 +173,123 @@ def deform_conv2d_torch(
     if c_out % groups:
         raise ValueError(f"deform conv: {c_out} output channels do not split into {groups} groups")
 
-    # Base sampling position of every tap at every output pixel, in input pixel units.
-    dt = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-    ys = torch.arange(ho, device=x.device, dtype=dt) * stride - padding
-    xs = torch.arange(wo, device=x.device, dtype=dt) * stride - padding
-    ki = torch.arange(kh, device=x.device, dtype=dt).repeat_interleave(kw) * dilation  # (K,) row of tap k
-    kj = torch.arange(kw, device=x.device, dtype=dt).repeat(kh) * dilation  # (K,) column of tap k
-    base_y = ki.view(1, taps, 1, 1) + ys.view(1, 1, ho, 1)  # (1, K, Ho, 1)
-    base_x = kj.view(1, taps, 1, 1) + xs.view(1, 1, 1, wo)  # (1, K, 1, Wo)
-
-    # (N, 2*G*K, Ho, Wo) -> (N*G, K, Ho, Wo) for dy and dx; mask -> (N*G, 1, K, Ho, Wo) broadcast over channels.
-    off = offset.reshape(n * dg, taps, 2, ho, wo)
-    msk = mask.reshape(n * dg, 1, taps, ho, wo)
+    off = offset.reshape(n * dg, taps, 2, ho, wo)  # (N*G, K, (dy, dx), Ho, Wo)
+    msk = mask.reshape(n * dg, 1, taps, ho, wo)  # broadcast over the channels of a group
     xg = x.reshape(n * dg, c_in // dg, h, w)
-    w_mat = weight.reshape(groups, c_out // groups, c_per_group * taps)
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        # Export: built from the (traced) sizes in the graph, not cached, so that H and W can stay dynamic.
+        base, scale = _make_base_grid(h, w, ho, wo, kh, kw, stride, padding, dilation, x.device, x.dtype, traced=True)
+    else:
+        base, scale = _base_grid(h, w, ho, wo, kh, kw, stride, padding, dilation, x.device, x.dtype)
+    # Without autograd (and outside tracing/export, which want plain ops) results are written in place.
+    no_grad = not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, offset, mask, weight, bias)
+                                                    if t is not None))
+    no_grad = no_grad and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or _compiling())
 
     # Rows of output per chunk so that the sampled columns (N*Cin*K*rows*Wo values) stay near chunk_bytes.
     bytes_per_row = n * c_in * taps * wo * x.element_size()
     rows = max(1, min(ho, chunk_bytes // max(bytes_per_row, 1)))
+    if groups == 1:
+        # Output channels_last: each chunk's (rows*Wo, Cout) product is a contiguous block of it, written in place
+        # (no concatenation), with the bias fused into the product.
+        w_t = weight.reshape(c_out, c_in * taps).t()
+        out = None
+        pieces: list[torch.Tensor] = []  # autograd / export path: (N, rows*Wo, Cout) per chunk
+        for r0 in range(0, ho, rows):
+            r1 = min(ho, r0 + rows)
+            cols = _sample_columns(xg, off, msk, base, scale, r0, r1, no_grad)
+            cols = cols.view(n, c_in * taps, (r1 - r0) * wo)  # channel order (cin, k), as weight.reshape has
+            # Under autocast the columns may come out in another dtype than x: the product follows the columns.
+            w_c = w_t.to(cols.dtype)
+            b_c = None if bias is None else bias.to(cols.dtype)
+            if not no_grad:  # plain batched ops, which autograd and exporters (any batch size) handle
+                piece = torch.matmul(cols.transpose(1, 2), w_c)
+                pieces.append(piece if b_c is None else piece + b_c)
+                continue
+            if out is None:
+                out = torch.empty(n, ho, wo, c_out, device=x.device, dtype=cols.dtype)
+            for i in range(n):
+                target = out[i, r0:r1].view((r1 - r0) * wo, c_out)
+                if b_c is None:
+                    torch.mm(cols[i].t(), w_c, out=target)
+                else:
+                    torch.addmm(b_c, cols[i].t(), w_c, out=target)
+        if out is None:
+            out = (pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)).reshape(n, ho, wo, c_out)
+        return out.permute(0, 3, 1, 2)
+
+    w_mat = weight.reshape(groups, c_out // groups, c_per_group * taps)
     outs = []
     for r0 in range(0, ho, rows):
         r1 = min(ho, r0 + rows)
-        py = base_y[:, :, r0:r1] + off[:, :, 0, r0:r1]  # (N*G, K, r, Wo)
-        px = base_x + off[:, :, 1, r0:r1]
-        # grid_sample with align_corners=False maps pixel centre i to (2i + 1) / size - 1; zeros padding makes every
-        # corner outside the image count 0, exactly the convention above.
-        grid = torch.stack(((2 * px + 1) / w - 1, (2 * py + 1) / h - 1), dim=-1)
-        grid = grid.reshape(n * dg, taps * (r1 - r0), wo, 2).to(x.dtype)
-        cols = F.grid_sample(xg, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        cols = cols.view(n * dg, c_in // dg, taps, r1 - r0, wo) * msk[:, :, :, r0:r1]
-        # (N, Cin*K, L) with the channel order (cin, k) that weight.reshape(Cout, Cin*K) has.
-        cols = cols.reshape(n, groups, c_per_group * taps, (r1 - r0) * wo)
-        out = torch.matmul(w_mat, cols)  # (N, groups, Cout/groups, L)
-        outs.append(out.reshape(n, c_out, r1 - r0, wo))
+        cols = _sample_columns(xg, off, msk, base, scale, r0, r1, no_grad)
+        cols = cols.view(n, groups, c_per_group * taps, (r1 - r0) * wo)
+        outs.append(torch.matmul(w_mat, cols).reshape(n, c_out, r1 - r0, wo))  # (N, groups, Cout/groups, L)
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
     return out
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+
+
+_BASE_GRIDS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _base_grid(
+    h: int, w: int, ho: int, wo: int, kh: int, kw: int, stride: int, padding: int, dilation: int,
+    device: torch.device, dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised (grid_sample, align_corners=False) position of every tap at every output pixel, ``(K, Ho, Wo, 2)``
+    in (y, x) order, and the factors ``(2/h, 2/w)`` that turn pixel offsets into normalised ones. Cached per shape."""
+    key = (h, w, ho, wo, kh, kw, stride, padding, dilation, device, dtype)
+    hit = _BASE_GRIDS.get(key)
+    if hit is not None:
+        return hit
+    with torch.inference_mode(False):  # a cached tensor made in inference mode could not be used with autograd
+        base, scale = _make_base_grid(h, w, ho, wo, kh, kw, stride, padding, dilation, device, dtype)
+    if len(_BASE_GRIDS) > 64:  # a long-running process that sees many sizes: forget the old ones
+        _BASE_GRIDS.clear()
+    _BASE_GRIDS[key] = (base, scale)
+    return base, scale
+
+
+def _make_base_grid(
+    h: int, w: int, ho: int, wo: int, kh: int, kw: int, stride: int, padding: int, dilation: int,
+    device: torch.device, dtype: torch.dtype, traced: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    dt = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    # Computed in float64 and rounded once, except in an exported graph (float32 there, as ONNX runtimes prefer).
+    ct = dt if traced else torch.float64
+    ys = torch.arange(ho, dtype=ct, device=device) * stride - padding
+    xs = torch.arange(wo, dtype=ct, device=device) * stride - padding
+    ki = torch.arange(kh, dtype=ct, device=device).repeat_interleave(kw) * dilation  # (K,) row of tap k
+    kj = torch.arange(kw, dtype=ct, device=device).repeat(kh) * dilation  # (K,) column of tap k
+    # Pixel centre i sits at (2i + 1) / size - 1 in grid_sample's coordinates (align_corners=False).
+    py = (2 * (ki.view(-1, 1, 1) + ys.view(1, -1, 1)) + 1) / h - 1  # (K, Ho, 1)
+    px = (2 * (kj.view(-1, 1, 1) + xs.view(1, 1, -1)) + 1) / w - 1  # (K, 1, Wo)
+    base = torch.stack(torch.broadcast_tensors(py, px), dim=-1).to(device=device, dtype=dt)
+    if traced:
+        scale = torch.stack([2.0 / torch.as_tensor(h, dtype=dt), 2.0 / torch.as_tensor(w, dtype=dt)]).to(device)
+    else:
+        scale = torch.tensor([2.0 / h, 2.0 / w], dtype=torch.float64).to(device=device, dtype=dt)
+    return base, scale
+
+
+def _sample_columns(
+    xg: torch.Tensor, off: torch.Tensor, msk: torch.Tensor, base: torch.Tensor, scale: torch.Tensor,
+    r0: int, r1: int, no_grad: bool,
+) -> torch.Tensor:
+    """Bilinear samples of output rows ``[r0, r1)`` times the mask: ``(N*G, Cin/G, K, rows, Wo)``."""
+    ng, taps, _, _, wo = off.shape
+    # (N*G, K, r, Wo, (y, x)) = base + offset * scale in one pass; grid_sample wants (x, y) last.
+    grid = torch.addcmul(base[:, r0:r1], off[:, :, :, r0:r1].permute(0, 1, 3, 4, 2), scale).flip(-1)
+    grid = grid.view(ng, taps * (r1 - r0), wo, 2).to(xg.dtype)
+    # zeros padding makes every corner outside the image count 0, exactly the convention of the module docstring.
+    cols = F.grid_sample(xg, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    cols = cols.view(ng, xg.shape[1], taps, r1 - r0, wo)
+    m = msk[:, :, :, r0:r1]
+    return cols.mul_(m) if no_grad else cols * m

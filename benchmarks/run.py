@@ -1,0 +1,431 @@
+"""EDVR speed and memory benchmark: every figure from one run on the same inputs, as ratios, with medians.
+
+    python benchmarks/run.py            # EDVR-M at 180x320 (minutes on a laptop CPU)
+    python benchmarks/run.py --quick    # small shapes, a smoke run (under a minute or two)
+    python benchmarks/run.py --json out.json
+
+Sections (see benchmarks/README.md for what each measures and how to read it):
+  dcn      our pure-PyTorch deformable conv vs torchvision.ops.deform_conv2d (forward, forward+backward)
+  model    the restore path (WindowRestorer, feature cache) vs the reference way (one model(x) per output frame)
+  dense    a plain 3x3 conv 64->64: the machine's practical GFLOP/s, and EDVR's share of it
+  memory   peak RSS restoring a short and a 10x longer video (separate processes)
+  cache    frames/s with and without the per-frame feature cache
+  layout   channels_last vs the default layout for a 3x3 conv, and torch.compile where it works
+  cuda     float32 vs autocast fp16 / bf16 (only where CUDA is available)
+
+Alternatives are interleaved (A, B, A, B, ...) so that a noisy machine slows both alike; medians are quoted.
+FLOPs are counted by ``torch.utils.flop_counter`` on the meta device: convolutions and matrix products (2 per
+multiply-add, the DCN's product included); element-wise work and the DCN's bilinear sampling are not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from edvr.inference.window import WindowRestorer
+from edvr.models.edvr import EDVR
+from edvr.ops import deform_conv
+
+PADDING = "reflection_circle"
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def peak_rss_mb() -> float:
+    # Linux reports kilobytes, macOS bytes.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 if sys.platform != "darwin" else rss / 2**20
+
+
+def interleaved(fns: dict[str, Callable[[], object]], reps: int, sync: Callable[[], None] = lambda: None) -> dict:
+    """Run each function ``reps`` times, round-robin, after one untimed warm-up each; seconds per call."""
+    for fn in fns.values():
+        fn()
+    sync()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            sync()
+            times[k].append(time.perf_counter() - t)
+    return times
+
+
+def edvr_m(seed: int = 0) -> EDVR:
+    """EDVR-M (the REDS SR preset's architecture) with random weights; offset convs scaled so that offsets are of
+    a pixel or so and the deformable convs really sample between pixels."""
+    torch.manual_seed(seed)
+    model = EDVR(num_feat=64, num_frames=5, deformable_groups=8, num_extract_block=5, num_reconstruct_block=10)
+    for m in model.dcn_modules():
+        torch.nn.init.normal_(m.conv_offset.weight, std=0.003)
+    return model.eval()
+
+
+def synthetic_video(n: int, h: int, w: int, seed: int = 0) -> list[np.ndarray]:
+    """Smooth moving patterns (sums of sinusoids drifting a pixel or so per frame), float32 HWC in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    waves = [(rng.uniform(0.02, 0.3, 2), rng.uniform(0, 6.3), rng.uniform(-1.5, 1.5, 2)) for _ in range(6)]
+    frames = []
+    for t in range(n):
+        img = np.zeros((h, w, 3), np.float32)
+        for c in range(3):
+            for k, (f, phase, v) in enumerate(waves):
+                if k % 3 == c or k >= 3:
+                    img[..., c] += np.sin(f[0] * (yy - v[0] * t) + f[1] * (xx - v[1] * t) + phase)
+        frames.append(((img - img.min()) / (img.max() - img.min() + 1e-6)).astype(np.float32))
+    return frames
+
+
+def window_flops(model: EDVR, h: int, w: int) -> dict[str, float]:
+    """FLOPs of one naive forward, of one frame's per-frame work (encode + alignment terms) and of one window's
+    shared work given cached frames (align_and_fuse + reconstruct), at input size h x w."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = model.config
+    with torch.device("meta"):
+        meta = EDVR(**{k: v for k, v in cfg.to_dict().items()}).eval()
+    x = torch.zeros(1, cfg.num_frames, cfg.num_in_ch, h, w, device="meta")
+    out = {}
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as fc:
+            meta(x)
+        out["forward"] = fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
+            feat = meta.encode(x[:, 0])
+            terms = meta.alignment_terms(feat)
+        out["per_frame"] = fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
+            fused = meta.align_and_fuse([feat] * cfg.num_frames, [terms] * cfg.num_frames)
+            meta.reconstruct(fused, x[:, 0])
+        out["per_window"] = fc.get_total_flops()
+    return out
+
+
+def to_batch(frames: list[np.ndarray], idx: list[int]) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(frames[i]).permute(2, 0, 1) for i in idx])[None]
+
+
+# ------------------------------------------------------------------------------------------------ sections
+def bench_dcn(shapes: list[tuple[int, int]], reps: int, device: torch.device) -> dict:
+    tv = deform_conv.torchvision_available()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    results = {"torchvision_available": tv, "shapes": {}}
+    for h, w in shapes:
+        g = torch.Generator().manual_seed(h * w)
+        x = torch.rand(1, 64, h, w, generator=g).to(device)
+        offset = (torch.randn(1, 2 * 8 * 9, h, w, generator=g) * 1.5).to(device)
+        mask = torch.rand(1, 8 * 9, h, w, generator=g).to(device)
+        weight = (torch.randn(64, 64, 3, 3, generator=g) * 0.04).to(device)
+        bias = torch.randn(64, generator=g).to(device)
+        fns = {"torch": deform_conv.get_backend("torch")}
+        if tv:
+            fns["torchvision"] = deform_conv.get_backend("torchvision")
+        row: dict = {}
+        with torch.inference_mode():
+            fwd = interleaved({k: (lambda f=f: f(x, offset, mask, weight, bias)) for k, f in fns.items()}, reps, sync)
+            if tv:
+                row["max_abs_diff"] = (fns["torch"](x, offset, mask, weight, bias)
+                                       - fns["torchvision"](x, offset, mask, weight, bias)).abs().max().item()
+        leaves = [t.clone().requires_grad_(True) for t in (x, offset, mask, weight, bias)]
+
+        def fwd_bwd(f):
+            out = f(*leaves)
+            out.backward(torch.ones_like(out))
+            for t in leaves:
+                t.grad = None
+
+        bwd = interleaved({k: (lambda f=f: fwd_bwd(f)) for k, f in fns.items()}, max(1, reps // 2), sync)
+        for k in fns:
+            row[f"{k}_forward_ms"] = 1e3 * median(fwd[k])
+            row[f"{k}_forward_backward_ms"] = 1e3 * median(bwd[k])
+        if tv:
+            row["speedup_forward"] = median(fwd["torchvision"]) / median(fwd["torch"])
+            row["speedup_forward_backward"] = median(bwd["torchvision"]) / median(bwd["torch"])
+        results["shapes"][f"{h}x{w}"] = row
+        print(f"  dcn 64ch 8 groups {h}x{w}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()), flush=True)
+    return results
+
+
+def bench_dense(reps: int, device: torch.device, h: int = 180, w: int = 320) -> dict:
+    conv = torch.nn.Conv2d(64, 64, 3, 1, 1).to(device).eval()
+    x = torch.rand(1, 64, h, w, device=device)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    flops = 2 * 64 * 64 * 9 * h * w
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    with torch.inference_mode():
+        t = interleaved({"nchw": lambda: conv(x), "channels_last": lambda: conv(xc)}, reps, sync)
+    g = {k: flops / median(v) / 1e9 for k, v in t.items()}
+    best = max(g.values())
+    print(f"  dense 3x3 conv 64->64 (1,64,{h},{w}): default layout {g['nchw']:.1f} GFLOP/s, channels_last "
+          f"{g['channels_last']:.1f} GFLOP/s (ratio {g['channels_last'] / g['nchw']:.2f})", flush=True)
+    return {"shape": [1, 64, h, w], "gflops_nchw": g["nchw"], "gflops_channels_last": g["channels_last"],
+            "gflops_best": best, "channels_last_over_nchw": g["channels_last"] / g["nchw"]}
+
+
+def bench_model(h: int, w: int, frames: int, ref_frames: int) -> dict:
+    """The restore path against the reference way, frame by frame interleaved, on one synthetic video."""
+    model = edvr_m()
+    video = synthetic_video(frames, h, w)
+    tv = deform_conv.torchvision_available()
+    ref_backend = "torchvision" if tv else "torch"
+    ref_model = edvr_m()
+    ref_model.set_dcn_backend(ref_backend)
+    flops = window_flops(model, h, w)
+    model.set_dcn_backend("torch")
+    restorer = WindowRestorer(model, padding=PADDING, device="cpu", cache=True)
+    stream = restorer.restore(enumerate(video))
+    restore_times, ref_times, outs, diffs = [], [], {}, []
+    t_start = time.perf_counter()
+    restore_total = 0.0
+    for c in range(frames):
+        t = time.perf_counter()
+        idx, img = next(stream)
+        dt = time.perf_counter() - t
+        restore_total += dt
+        restore_times.append(dt)
+        outs[idx] = img
+        if c < ref_frames:
+            # The reference way: one plain forward per output frame, every frame's features recomputed.
+            from edvr.data.frames import window_indices
+
+            x = to_batch(video, window_indices(c, 5, frames, PADDING))
+            t = time.perf_counter()
+            with torch.inference_mode():
+                ref = ref_model(x)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+            ref_times.append(time.perf_counter() - t)
+            diffs.append(float(np.abs(ref - img).max()))
+        print(f"  frame {c}: restore {restore_times[-1]:.2f} s" + (f", reference {ref_times[-1]:.2f} s"
+                                                                      if c < ref_frames else ""), flush=True)
+    wall = time.perf_counter() - t_start
+    # Executed FLOPs of the restore path: every frame encoded once, plus the shared work of each window.
+    executed = flops["per_frame"] * frames + flops["per_window"] * frames
+    restore_fps = frames / restore_total
+    ref_s = median(ref_times) if ref_times else float("nan")
+    res = {
+        "input": [h, w], "frames": frames, "reference_frames": len(ref_times), "reference_dcn_backend": ref_backend,
+        "restore_fps": restore_fps, "restore_s_per_frame_median": median(restore_times),
+        "reference_s_per_frame_median": ref_s, "reference_fps": 1 / ref_s,
+        "speedup": restore_fps * ref_s,
+        "flops_forward": flops["forward"], "flops_per_frame_encode": flops["per_frame"],
+        "flops_per_window_shared": flops["per_window"],
+        "restore_gflops_executed": executed / restore_total / 1e9,
+        "restore_gflops_nominal": flops["forward"] * frames / restore_total / 1e9,
+        "reference_gflops": flops["forward"] / ref_s / 1e9,
+        "max_abs_diff_vs_reference": max(diffs) if diffs else None,
+        "peak_rss_mb_process": peak_rss_mb(), "wall_s": wall,
+    }
+    print(f"  restore path {restore_fps:.3f} frames/s vs reference ({ref_backend} DCN, no cache) "
+          f"{1 / ref_s:.3f} frames/s: {res['speedup']:.2f}x; max |diff| {res['max_abs_diff_vs_reference']:.2e}; "
+          f"restore {res['restore_gflops_executed']:.1f} GFLOP/s executed "
+          f"({flops['per_frame'] / 1e9:.1f} per frame + {flops['per_window'] / 1e9:.1f} per window), "
+          f"{res['restore_gflops_nominal']:.1f} GFLOP/s counting the naive {flops['forward'] / 1e9:.1f} per frame; "
+          f"reference {res['reference_gflops']:.1f} GFLOP/s", flush=True)
+    return res
+
+
+def bench_cache(h: int, w: int, frames: int) -> dict:
+    """Two restorers, with and without the feature cache, advanced alternately frame by frame."""
+    model = edvr_m()
+    video = synthetic_video(frames, h, w, seed=1)
+    streams = {k: WindowRestorer(model, padding=PADDING, cache=k == "cache").restore(enumerate(video))
+               for k in ("cache", "no_cache")}
+    times: dict[str, list[float]] = {k: [] for k in streams}
+    outs: dict[str, list[np.ndarray]] = {k: [] for k in streams}
+    for _ in range(frames):
+        for k, s in streams.items():
+            t = time.perf_counter()
+            outs[k].append(next(s)[1])
+            times[k].append(time.perf_counter() - t)
+    fps = {k: frames / sum(v) for k, v in times.items()}
+    equal = all(np.array_equal(a, b) for a, b in zip(outs["cache"], outs["no_cache"]))
+    print(f"  feature cache at {h}x{w}, {frames} frames: {fps['cache']:.3f} vs {fps['no_cache']:.3f} frames/s "
+          f"({fps['cache'] / fps['no_cache']:.2f}x), outputs identical: {equal}", flush=True)
+    return {"input": [h, w], "frames": frames, "fps_cache": fps["cache"], "fps_no_cache": fps["no_cache"],
+            "ratio": fps["cache"] / fps["no_cache"], "identical": equal}
+
+
+def memory_child(n: int, h: int, w: int, tiny: bool) -> None:
+    """(Run in a child process.) Restore an n-frame synthetic video through restore_frames; print peak RSS."""
+    from edvr.inference.restore import restore_frames
+
+    model = EDVR(num_feat=16, num_extract_block=1, num_reconstruct_block=1, deformable_groups=2).eval() if tiny \
+        else edvr_m()
+    rng = np.random.default_rng(0)
+    base = rng.random((h, w, 3), dtype=np.float32)
+
+    def frames():  # generated lazily: the input does not sit in memory either
+        for i in range(n):
+            yield np.roll(base, i, axis=1)
+
+    t = time.perf_counter()
+    count = sum(1 for _ in restore_frames(frames(), model, device="cpu"))
+    print(json.dumps({"frames": count, "peak_rss_mb": peak_rss_mb(), "seconds": time.perf_counter() - t}))
+
+
+def bench_memory(short: int, h: int, w: int, tiny: bool) -> dict:
+    res = {"input": [h, w], "model": "tiny" if tiny else "EDVR-M"}
+    for name, n in (("short", short), ("long", 10 * short)):
+        cmd = [sys.executable, __file__, "--_memory-child", str(n), str(h), str(w), "1" if tiny else "0"]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ.copy())
+        res[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    res["ratio_long_over_short"] = res["long"]["peak_rss_mb"] / res["short"]["peak_rss_mb"]
+    print(f"  memory ({res['model']}, {h}x{w}): {short} frames {res['short']['peak_rss_mb']:.0f} MB, "
+          f"{10 * short} frames {res['long']['peak_rss_mb']:.0f} MB (ratio {res['ratio_long_over_short']:.2f})",
+          flush=True)
+    return res
+
+
+def bench_compile(h: int, w: int, reps: int) -> dict:
+    """torch.compile of the reconstruction (all convs and pixel shuffles, no DCN) vs eager, interleaved."""
+    model = edvr_m()
+    fused = torch.rand(1, 64, h, w).contiguous(memory_format=torch.channels_last)
+    center = torch.rand(1, 3, h, w)
+    try:
+        compiled = torch.compile(model.reconstruct)
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            compiled(fused, center)
+            compile_s = time.perf_counter() - t0
+            t = interleaved({"eager": lambda: model.reconstruct(fused, center),
+                             "compiled": lambda: compiled(fused, center)}, reps)
+            diff = (compiled(fused, center) - model.reconstruct(fused, center)).abs().max().item()
+    except Exception as e:  # noqa: BLE001 - report why it does not work here, do not stop the benchmark
+        msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+        print(f"  torch.compile: does not work here ({msg})", flush=True)
+        return {"works": False, "error": msg}
+    ratio = median(t["eager"]) / median(t["compiled"])
+    print(f"  torch.compile of reconstruct at {h}x{w}: {ratio:.2f}x eager (compile {compile_s:.0f} s, "
+          f"max |diff| {diff:.1e})" + ("" if ratio > 1.05 else ": does not pay"), flush=True)
+    return {"works": True, "speedup": ratio, "compile_s": compile_s, "max_abs_diff": diff}
+
+
+def bench_cuda(h: int, w: int, reps: int) -> dict:
+    """float32 vs autocast fp16 / bf16 for one window on CUDA, each DCN backend available."""
+    device = torch.device("cuda")
+    model = edvr_m().to(device)
+    x = torch.from_numpy(np.stack(synthetic_video(5, h, w))).permute(0, 3, 1, 2)[None].to(device)
+    res: dict = {"device": torch.cuda.get_device_name(0), "input": [h, w]}
+    backends = ["torch"] + (["torchvision"] if deform_conv.torchvision_available() else [])
+    for backend in backends:
+        model.set_dcn_backend(backend)
+
+        def run(dtype):
+            with torch.inference_mode(), torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+                return model(x).float()
+
+        modes = {"fp32": None, "fp16": torch.float16}
+        if torch.cuda.is_bf16_supported():
+            modes["bf16"] = torch.bfloat16
+        ref = run(None)
+        t = interleaved({k: (lambda d=d: run(d)) for k, d in modes.items()}, reps, torch.cuda.synchronize)
+        row = {}
+        for k, d in modes.items():
+            row[f"{k}_fps"] = 1 / median(t[k])
+            row[f"{k}_max_abs_diff_vs_fp32"] = (run(d) - ref).abs().max().item()
+        res[backend] = row
+        print(f"  cuda {backend} DCN: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()), flush=True)
+    res["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return res
+
+
+# ------------------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small shapes and few repetitions (a smoke run)")
+    p.add_argument("--json", help="write all results to this file")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--frames", type=int, default=None, help="frames restored in the model section (default 7)")
+    p.add_argument("--reference-frames", type=int, default=None,
+                   help="output frames timed the reference way (default 2; each is slow)")
+    p.add_argument("--skip", default="", help="comma-separated sections to skip: " + ",".join(SECTIONS))
+    p.add_argument("--compile", action="store_true", help="also try torch.compile in a --quick run")
+    p.add_argument("--_memory-child", nargs=4, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args._memory_child:
+        n, h, w, tiny = args._memory_child
+        memory_child(int(n), int(h), int(w), tiny == "1")
+        return 0
+    skip = {s for s in args.skip.split(",") if s}
+    q = args.quick
+    h, w = (36, 64) if q else (180, 320)
+    frames = args.frames or (5 if q else 7)
+    ref_frames = args.reference_frames if args.reference_frames is not None else (1 if q else 2)
+    reps = 3 if q else 5
+    results: dict = {
+        "quick": q, "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
+        "machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
+        "torchvision_available": deform_conv.torchvision_available(),
+    }
+    cpu = torch.device("cpu")
+    print(f"edvr benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"torchvision {'yes' if results['torchvision_available'] else 'no'}, {'quick' if q else 'full'} run", flush=True)
+    if "dense" not in skip:
+        print("dense conv (before):", flush=True)
+        results["dense_before"] = bench_dense(reps, cpu)
+    if "dcn" not in skip:
+        print("dcn:", flush=True)
+        shapes = [(45, 80), (23, 40)] if q else [(180, 320), (90, 160), (45, 80)]
+        results["dcn"] = bench_dcn(shapes, reps, cpu)
+    if "model" not in skip:
+        print(f"model (EDVR-M, {h}x{w} input, {frames} frames):", flush=True)
+        results["model"] = bench_model(h, w, frames, ref_frames)
+    if "dense" not in skip:
+        print("dense conv (after):", flush=True)
+        results["dense_after"] = after = bench_dense(reps, cpu)
+        best = max(results["dense_before"]["gflops_best"], after["gflops_best"])
+        results["dense_gflops"] = best
+        if "model" in results:
+            m = results["model"]
+            results["edvr_share_of_dense"] = m["restore_gflops_executed"] / best
+            print(f"  EDVR restore path reaches {m['restore_gflops_executed']:.1f} / {best:.1f} GFLOP/s = "
+                  f"{100 * results['edvr_share_of_dense']:.0f} % of the dense conv (executed FLOPs)", flush=True)
+    if "cache" not in skip:
+        print("feature cache:", flush=True)
+        results["cache"] = bench_cache(*((36, 64) if q else (90, 160)), 5 if q else 7)
+    if "memory" not in skip:
+        print("memory:", flush=True)
+        results["memory"] = bench_memory(3 if q else 6, *((32, 32) if q else (48, 80)), tiny=q)
+    if "layout" not in skip:
+        print("layout / compile:", flush=True)
+        if q and not args.compile:
+            results["compile"] = {"works": None, "skipped": "quick run (pass --compile)"}
+        else:
+            results["compile"] = bench_compile(*((36, 64) if q else (90, 160)), reps)
+    if "cuda" not in skip:
+        if torch.cuda.is_available():
+            print("cuda:", flush=True)
+            results["cuda"] = bench_cuda(*((64, 112) if q else (180, 320)), reps)
+        else:
+            results["cuda"] = {"skipped": "CUDA not available"}
+            print("cuda: not available here (skipped)", flush=True)
+    results["peak_rss_mb_process"] = peak_rss_mb()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+        print(f"results written to {args.json}")
+    return 0
+
+
+SECTIONS = ("dcn", "model", "dense", "memory", "cache", "layout", "cuda")
+
+if __name__ == "__main__":
+    sys.exit(main())

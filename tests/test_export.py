@@ -1,0 +1,53 @@
+"""ONNX export: a tiny EDVR exports with its pure-PyTorch deformable convs and onnxruntime matches PyTorch."""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from edvr.errors import InputError
+from edvr.models.edvr import EDVR
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxruntime") is None,
+    reason="onnx / onnxruntime not installed (pip install 'edvr[export]')",
+)
+
+
+def tiny_model() -> EDVR:
+    torch.manual_seed(0)
+    model = EDVR(num_feat=8, num_extract_block=1, num_reconstruct_block=1, deformable_groups=2).eval()
+    for m in model.dcn_modules():  # offsets of a pixel or so, so GridSample really samples between pixels
+        torch.nn.init.normal_(m.conv_offset.weight, std=0.05)
+    return model
+
+
+def test_tiny_model_exports_and_onnxruntime_matches_pytorch(tmp_path):
+    from edvr.export import export_onnx, run_onnx
+
+    model = tiny_model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's tracer warnings
+        result = export_onnx(model, tmp_path / "tiny.onnx", height=24, width=32, dynamic=True)
+    assert result.path.is_file() and not list(tmp_path.glob(".*partial"))
+    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-4
+    # Dynamic batch, height and width: another shape runs and still matches the PyTorch model.
+    x = torch.rand(2, 5, 3, 20, 28, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = run_onnx(result.path, x)
+    assert got.shape == expected.shape == (2, 3, 80, 112)
+    assert np.abs(got - expected).max() < 1e-4
+    assert model.dcn_modules()[0].backend is not None  # the model's own backend choice is restored
+
+
+def test_sizes_must_fit_the_model(tmp_path):
+    from edvr.export import export_onnx
+
+    with pytest.raises(InputError, match="multiples of 4"):
+        export_onnx(tiny_model(), tmp_path / "x.onnx", height=30, width=32)
+    assert not (tmp_path / "x.onnx").exists()
