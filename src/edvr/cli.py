@@ -15,6 +15,7 @@ from edvr.errors import EdvrError
 
 # name -> (module, one-line help). The one registry of commands.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("edvr.demo", "restore a real sample clip with the shipped model and compare with bicubic"),
     "restore": ("edvr.inference.command", "restore videos or frame folders with an EDVR model"),
     "eval": ("edvr.evaluation.command", "score a model on a named protocol (REDS4, Vid4, Vimeo90K-T)"),
     "compare": ("edvr.evaluation.command", "per-clip PSNR/SSIM deltas of two edvr eval results"),
@@ -30,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edvr", description="EDVR video restoration")
     parser.add_argument("--version", action="version", version=f"edvr {__version__}")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for PyTorch (default: all cores; 1 is faster for small frames or a busy machine)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -48,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 1
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return int(_module(args._module).run(args) or 0)
     except EdvrError as e:
