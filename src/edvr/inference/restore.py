@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +54,6 @@ class RestoreResult:
     frames: int
     seconds: float
     resumed_frames: int = 0
-    warnings: list[str] = field(default_factory=list)
 
 
 def pick_device(name: str | torch.device | None = "auto") -> torch.device:
@@ -284,13 +283,14 @@ def restore_video(
         for m in (net, net2) if m is not None
     ]
     k = opts.segment_frames
-    done_before = sum(_finished_segments(work))
+    finished = _finished_segments(work)
+    done_before = sum(finished)
     progress = _progress(info, quiet=quiet or rank != 0)
     try:
         if world == 1:
             # One stream from the first unfinished segment to the end: context frames are decoded once.
             progress.update(done_before)
-            _run_segments(src, dst, work, kind, restorers, info, opts, len(_finished_segments(work)), None, progress)
+            _run_segments(src, dst, work, kind, restorers, info, opts, len(finished), None, progress)
         else:
             seg = rank
             while True:  # every world-th segment, each with its own temporal context, until past the end
@@ -318,11 +318,9 @@ def restore_video(
             video_io.finalize_video(segments, dst, source=src if src.is_file() else None, overwrite=True)
         shutil.rmtree(work, ignore_errors=True)
     _gather(None, world)
-    errors = [error] if error else []
-    result = RestoreResult(dst, total, time.perf_counter() - t0, resumed_frames=done_before, warnings=errors)
-    if errors:
-        raise EdvrError(f"{errors[0]}; the {total} frames before it were restored into {dst}")
-    return result
+    if error:
+        raise EdvrError(f"{error}; the {total} frames before it were restored into {dst}")
+    return RestoreResult(dst, total, time.perf_counter() - t0, resumed_frames=done_before)
 
 
 def _model_id(net: EDVR) -> str:
