@@ -77,6 +77,44 @@ def edvr_m(seed: int = 0) -> EDVR:
     return model.eval()
 
 
+def basicsr_edvr(root: str, weights: dict) -> torch.nn.Module:
+    """BasicSR's own EDVR network (the reference implementation users run today), imported from a BasicSR checkout
+    at ``root`` and loaded with ``weights`` (its parameter names are ours). Nothing of BasicSR ships with edvr: pass
+    ``--basicsr PATH`` to measure against it. Only ``basicsr/archs/{arch_util,edvr_arch}.py`` and
+    ``basicsr/ops/dcn`` are imported; the package's heavy ``__init__`` is bypassed with two small stand-ins (its
+    logger and its registry decorator), so only torch and torchvision are needed."""
+    import importlib
+    import logging
+    import types
+    from pathlib import Path
+
+    base = Path(root) / "basicsr"
+    if not (base / "archs" / "edvr_arch.py").is_file():
+        raise SystemExit(f"--basicsr {root}: no basicsr/archs/edvr_arch.py there; pass a BasicSR checkout")
+
+    class Registry:
+        def register(self, obj=None):
+            return obj if obj is not None else (lambda o: o)
+
+    def package(name: str, path: Path | None = None, **attrs) -> None:
+        mod = types.ModuleType(name)
+        if path is not None:
+            mod.__path__ = [str(path)]
+        mod.__dict__.update(attrs)
+        sys.modules[name] = mod
+
+    package("basicsr", base)
+    package("basicsr.utils", get_root_logger=lambda *a, **k: logging.getLogger("basicsr"))
+    package("basicsr.utils.registry", ARCH_REGISTRY=Registry())
+    package("basicsr.archs", base / "archs")
+    package("basicsr.ops", base / "ops")
+    net = importlib.import_module("basicsr.archs.edvr_arch").EDVR(
+        num_in_ch=3, num_out_ch=3, num_feat=64, num_frame=5, deformable_groups=8, num_extract_block=5,
+        num_reconstruct_block=10, center_frame_idx=None, hr_in=False, with_predeblur=False, with_tsa=True)
+    net.load_state_dict(weights, strict=True)
+    return net.eval()
+
+
 def synthetic_video(n: int, h: int, w: int, seed: int = 0) -> list[np.ndarray]:
     """Smooth moving patterns (sums of sinusoids drifting a pixel or so per frame), float32 HWC in [0, 1]."""
     rng = np.random.default_rng(seed)
@@ -179,14 +217,18 @@ def bench_dense(reps: int, device: torch.device, h: int = 180, w: int = 320) -> 
             "gflops_best": best, "channels_last_over_nchw": g["channels_last"] / g["nchw"]}
 
 
-def bench_model(h: int, w: int, frames: int, ref_frames: int) -> dict:
-    """The restore path against the reference way, frame by frame interleaved, on one synthetic video."""
+def bench_model(h: int, w: int, frames: int, ref_frames: int, basicsr: str | None = None) -> dict:
+    """The restore path against the reference way, frame by frame interleaved, on one synthetic video. The reference
+    network is BasicSR's own (``basicsr``: a checkout) or else ours run plainly (torchvision's DCN if installed)."""
     model = edvr_m()
     video = synthetic_video(frames, h, w)
-    tv = deform_conv.torchvision_available()
-    ref_backend = "torchvision" if tv else "torch"
-    ref_model = edvr_m()
-    ref_model.set_dcn_backend(ref_backend)
+    if basicsr:
+        ref_backend = "basicsr"
+        ref_model = basicsr_edvr(basicsr, model.state_dict())
+    else:
+        ref_backend = "torchvision" if deform_conv.torchvision_available() else "torch"
+        ref_model = edvr_m()
+        ref_model.set_dcn_backend(ref_backend)
     flops = window_flops(model, h, w)
     model.set_dcn_backend("torch")
     restorer = WindowRestorer(model, padding=PADDING, device="cpu", cache=True)
@@ -219,7 +261,7 @@ def bench_model(h: int, w: int, frames: int, ref_frames: int) -> dict:
     restore_fps = frames / restore_total
     ref_s = median(ref_times) if ref_times else float("nan")
     res = {
-        "input": [h, w], "frames": frames, "reference_frames": len(ref_times), "reference_dcn_backend": ref_backend,
+        "input": [h, w], "frames": frames, "reference_frames": len(ref_times), "reference": ref_backend,
         "restore_fps": restore_fps, "restore_s_per_frame_median": median(restore_times),
         "reference_s_per_frame_median": ref_s, "reference_fps": 1 / ref_s,
         "speedup": restore_fps * ref_s,
@@ -231,7 +273,8 @@ def bench_model(h: int, w: int, frames: int, ref_frames: int) -> dict:
         "max_abs_diff_vs_reference": max(diffs) if diffs else None,
         "peak_rss_mb_process": peak_rss_mb(), "wall_s": wall,
     }
-    print(f"  restore path {restore_fps:.3f} frames/s vs reference ({ref_backend} DCN, no cache) "
+    ref_name = "BasicSR's EDVR" if basicsr else f"edvr's network plainly, {ref_backend} DCN"
+    print(f"  restore path {restore_fps:.3f} frames/s vs reference ({ref_name}, one forward per frame) "
           f"{1 / ref_s:.3f} frames/s: {res['speedup']:.2f}x; max |diff| {res['max_abs_diff_vs_reference']:.2e}; "
           f"restore {res['restore_gflops_executed']:.1f} GFLOP/s executed "
           f"({flops['per_frame'] / 1e9:.1f} per frame + {flops['per_window'] / 1e9:.1f} per window), "
@@ -354,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=None, help="frames restored in the model section (default 7)")
     p.add_argument("--reference-frames", type=int, default=None,
                    help="output frames timed the reference way (default 2; each is slow)")
+    p.add_argument("--basicsr", metavar="PATH",
+                   help="a BasicSR checkout: the model section's reference is then BasicSR's own EDVR network")
     p.add_argument("--skip", default="", help="comma-separated sections to skip: " + ",".join(SECTIONS))
     p.add_argument("--compile", action="store_true", help="also try torch.compile in a --quick run")
     p.add_argument("--_memory-child", nargs=4, help=argparse.SUPPRESS)
@@ -387,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         results["dcn"] = bench_dcn(shapes, reps, cpu)
     if "model" not in skip:
         print(f"model (EDVR-M, {h}x{w} input, {frames} frames):", flush=True)
-        results["model"] = bench_model(h, w, frames, ref_frames)
+        results["model"] = bench_model(h, w, frames, ref_frames, args.basicsr)
     if "dense" not in skip:
         print("dense conv (after):", flush=True)
         results["dense_after"] = after = bench_dense(reps, cpu)

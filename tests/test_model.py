@@ -189,6 +189,8 @@ def tiny(**kw) -> EDVR:
         (dict(hr_in=True), (1, 5, 3, 17, 33), (1, 3, 17, 33)),
         (dict(with_predeblur=True), (1, 5, 3, 10, 14), (1, 3, 40, 56)),
         (dict(num_frames=1), (1, 1, 3, 4, 4), (1, 3, 16, 16)),
+        (dict(with_alignment=False), (1, 5, 3, 9, 10), (1, 3, 36, 40)),
+        (dict(with_alignment=False, with_tsa=False), (1, 5, 3, 9, 10), (1, 3, 36, 40)),
     ],
 )
 def test_any_frame_size_and_frame_count(kw, shape, expected):
@@ -207,9 +209,25 @@ def test_padding_leaves_aligned_sizes_untouched():
 def test_infer_config_sees_every_architecture_choice():
     for kw in (dict(), dict(with_tsa=False), dict(num_frames=7), dict(hr_in=True, with_predeblur=True),
                dict(with_predeblur=True), dict(hr_in=True), dict(num_feat=16, deformable_groups=4),
-               dict(num_extract_block=3, num_reconstruct_block=2)):
+               dict(num_extract_block=3, num_reconstruct_block=2), dict(with_alignment=False, deformable_groups=1),
+               dict(with_alignment=False, with_tsa=False, deformable_groups=1)):
         model = tiny(**kw)
         assert infer_config(model.state_dict()) == model.config, kw
+
+
+def test_without_alignment_the_neighbours_reach_fusion_unaligned():
+    """The ablation switch: no PCD parameters, and a neighbour moved by a pixel feeds fusion exactly its own moved
+    features (PCD would re-sample them)."""
+    aligned, plain = tiny(), tiny(with_alignment=False)
+    assert {k for k in aligned.state_dict() if k not in plain.state_dict()} == \
+        {k for k in aligned.state_dict() if k.startswith("pcd_align.")}
+    plain.load_state_dict(aligned.state_dict(), strict=False)
+    x = torch.rand(1, 5, 3, 16, 16)
+    with torch.no_grad():
+        feats = [plain.encode(x[:, i]) for i in range(5)]
+        fused = plain.align_and_fuse(feats)
+        assert torch.equal(fused, plain.fusion.fuse_frames([f[0] for f in feats]))
+        assert not torch.equal(aligned.align_and_fuse(feats), fused)
 
 
 def test_mismatch_is_reported_as_keys_not_a_traceback(tmp_path):

@@ -27,9 +27,9 @@ from edvr.models.edvr import EDVR
 from media import frame_times, make_clip, sample_clip, stream_packets
 
 
-def tiny_model(seed: int = 0) -> EDVR:
+def tiny_model(seed: int = 0, **kw) -> EDVR:
     torch.manual_seed(seed)
-    model = EDVR(num_feat=8, num_extract_block=1, num_reconstruct_block=1, deformable_groups=2).eval()
+    model = EDVR(num_feat=8, num_extract_block=1, num_reconstruct_block=1, deformable_groups=2, **kw).eval()
     for m in model.dcn_modules():  # offsets of a pixel or so, so alignment really samples between pixels
         torch.nn.init.normal_(m.conv_offset.weight, std=0.05)
     return model
@@ -52,8 +52,9 @@ def real_frames(n: int, size: int = 40) -> list[np.ndarray]:
     return [f.image[:size, :size] for f in video_io.read_frames(sample_clip("carphone_pristine.mp4"), stop=n)]
 
 
-def test_cached_windows_equal_naive_windows_exactly():
-    model = tiny_model()
+@pytest.mark.parametrize("with_alignment", [True, False])
+def test_cached_windows_equal_naive_windows_exactly(with_alignment):
+    model = tiny_model(with_alignment=with_alignment)
     frames = real_frames(9, 36)
     out = dict(WindowRestorer(model, padding="reflection_circle").restore(enumerate(frames)))
     assert sorted(out) == list(range(9))
@@ -183,11 +184,15 @@ def test_two_processes_give_the_same_file_as_one(tmp_path, model_file):
     src = make_clip(tmp_path / "in.mp4", list(range(50)), Fraction(1, 25), audio="aac")
     args = [str(src), "--model", str(model_file), "--device", "cpu", "--segment-frames", "16", "--quiet"]
     assert main(["restore", *args, "-o", str(tmp_path / "one.mp4")]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}  # a crash prints its Python stack
+    logs = tmp_path / "logs"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), "-m", "edvr", "restore", *args, "-o", str(tmp_path / "two.mp4")]
+           "--master-port", str(_free_port()), "--log-dir", str(logs), "--redirects", "3",
+           "-m", "edvr", "restore", *args, "-o", str(tmp_path / "two.mp4")]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    # On failure, show what each rank printed (torchrun's own summary hides it).
+    ranks = "\n".join(f"--- {f.relative_to(logs)}\n{f.read_text()[-3000:]}" for f in sorted(logs.rglob("*.log")))
+    assert done.returncode == 0, f"{done.stderr[-1500:]}\n{ranks}"
     assert (tmp_path / "two.mp4").read_bytes() == (tmp_path / "one.mp4").read_bytes()
 
 

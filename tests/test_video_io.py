@@ -23,6 +23,7 @@ from edvr.inference.video_io import (
     probe,
     read_frames,
     read_image,
+    read_image_pixels,
     write_image,
 )
 
@@ -308,6 +309,19 @@ def test_gray_and_alpha_pngs_become_rgb(tmp_path: Path) -> None:
     g8 = read_image(tmp_path / "g8.png")
     assert np.array_equal(g8, np.repeat((gray % 256)[:, :, None], 3, 2).astype(np.float32) / 255)
     assert np.array_equal(read_image(tmp_path / "rgba.png"), _picture(3).astype(np.float32) / 255)  # alpha dropped
+
+
+def test_misnamed_image_is_read_by_its_content_and_pixels_keep_their_depth(tmp_path: Path) -> None:
+    rgba = np.dstack([_picture(3), np.full((H, W, 1), 40, np.uint8)])
+    _encode_png(tmp_path / "really_a_png.jpg", rgba, "rgba", "rgba")  # the JPEG decoder fails; the demuxer probes
+    assert np.array_equal(read_image_pixels(tmp_path / "really_a_png.jpg"), _picture(3))
+    gray = np.arange(H * W, dtype=np.uint16).reshape(H, W) * 17
+    _encode_png(tmp_path / "g16.png", gray, "gray16be", "gray16le")
+    pixels = read_image_pixels(tmp_path / "g16.png")
+    assert pixels.dtype == np.uint16 and np.array_equal(pixels, np.repeat(gray[:, :, None], 3, 2))
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(InputError, match="empty.png"):
+        read_image(tmp_path / "empty.png")
 
 
 def test_frame_folder_in_and_out(tmp_path: Path) -> None:

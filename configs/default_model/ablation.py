@@ -1,6 +1,6 @@
 """The paper's ablation (EDVR, Wang et al. 2019, Table 1 and 2) on our real-footage data, at a small, equal budget.
 
-    OMP_NUM_THREADS=1 python configs/default_model/ablation.py [--iterations 500] [--rows single,concat,pcd,pcd_tsa]
+    OMP_NUM_THREADS=1 python configs/default_model/ablation.py [--iterations 1500] [--rows single,concat,pcd,pcd_tsa]
         [--root runs/ablation] [--data datasets/edvr_real]
 
 Every row is the recipe ``edvr_s_real_x4.yaml`` (same data, sampling seed, batch, patch, optimiser, cosine
@@ -12,10 +12,8 @@ schedule, loss) with ``train.iterations`` set to the same budget, and one archit
 - ``pcd``      5 frames, PCD alignment, 1x1-conv fusion (with_tsa=false);
 - ``pcd_tsa``  5 frames, PCD + TSA: the default model's architecture.
 
-``concat`` needs a switch EDVR does not have yet; :class:`NoAlignEDVR` below is that variant (EDVR with its
-``pcd_align`` removed and ``align_and_fuse`` passing the L1 features through), swapped in for the duration of the
-row's training only. Each row is trained with edvr's own loop (``edvr.training.loop.train``; rows resume if
-interrupted), then scored on the held-out real clips (``heldout.py``); results go to ``ROOT/ablation.json`` and a
+``concat`` is EDVR's ``with_alignment=False``. Each row is trained with edvr's own loop (``edvr.training.loop.train``;
+rows resume if interrupted), then scored on the held-out real clips (``heldout.py``); results go to ``ROOT/ablation.json`` and a
 markdown table is printed.
 """
 
@@ -34,31 +32,13 @@ sys.path.insert(0, str(HERE))
 
 from heldout import score  # noqa: E402
 
-from edvr.models import edvr as edvr_module  # noqa: E402
-
-_EDVR = edvr_module.EDVR
-
-
-class NoAlignEDVR(_EDVR):
-    """EDVR without alignment: every frame's L1 features go to fusion unaligned (PCD replaced by the identity)."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        del self.pcd_align
-
-    def align_and_fuse(self, feats):  # feats: T pyramids, level 1 (B, nf, h, w)
-        aligned = torch.stack([f[0] for f in feats], dim=1)  # (B, T, nf, h, w)
-        if self.config.with_tsa:
-            return self.fusion(aligned)
-        b, t, c, h, w = aligned.shape
-        return self.fusion(aligned.view(b, t * c, h, w))
-
+from edvr.models.edvr import EDVR  # noqa: E402
 
 ROWS = {
-    "single": ("1 frame (no neighbours)", {"model.num_frames": 1}, False),
-    "concat": ("5 frames, no alignment, 1x1-conv fusion", {"model.with_tsa": False}, True),
-    "pcd": ("5 frames, PCD, 1x1-conv fusion (no TSA)", {"model.with_tsa": False}, False),
-    "pcd_tsa": ("5 frames, PCD + TSA", {}, False),
+    "single": ("1 frame (no neighbours)", {"model.num_frames": 1}),
+    "concat": ("5 frames, no alignment, 1x1-conv fusion", {"model.with_tsa": False, "model.with_alignment": False}),
+    "pcd": ("5 frames, PCD, 1x1-conv fusion (no TSA)", {"model.with_tsa": False}),
+    "pcd_tsa": ("5 frames, PCD + TSA", {}),
 }
 
 
@@ -67,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from edvr.training.loop import train
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--iterations", type=int, default=500)
+    parser.add_argument("--iterations", type=int, default=1500)
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--root", default="runs/ablation")
     parser.add_argument("--data", default="datasets/edvr_real")
@@ -76,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     out_json = Path(args.root) / "ablation.json"
     results = json.loads(out_json.read_text()) if out_json.exists() else {}
     for row in args.rows.split(","):
-        label, overrides, no_align = ROWS[row]
+        label, overrides = ROWS[row]
         n = args.iterations
         dotted = [f"{k}={v}" for k, v in overrides.items()] + [
             f"name=ablation_{row}", f"logging.root={args.root}", f"train.iterations={n}", f"train.periods=[{n}]",
@@ -85,14 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         ]
         cfg = load_config(HERE / "edvr_s_real_x4.yaml", dotted)
         tic = time.time()
-        edvr_module.EDVR = NoAlignEDVR if no_align else _EDVR  # the loop builds `edvr.models.edvr.EDVR`
-        try:
-            train(cfg, resume="auto")
-            model = edvr_module.EDVR(**cfg.model.model_kwargs())
-            state = torch.load(cfg.run_dir / "checkpoints" / "latest.pt", weights_only=True)["model"] \
-                if (cfg.run_dir / "checkpoints" / "latest.pt").exists() else None
-        finally:
-            edvr_module.EDVR = _EDVR
+        train(cfg, resume="auto")
+        model = EDVR(**cfg.model.model_kwargs())
+        latest = cfg.run_dir / "checkpoints" / "latest.pt"
+        state = torch.load(latest, weights_only=True)["model"] if latest.exists() else None
         if state is None:
             from edvr.training.checkpoint import list_checkpoints
 

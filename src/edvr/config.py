@@ -38,6 +38,7 @@ class ModelConfig:
     hr_in: bool = False
     with_predeblur: bool = False
     with_tsa: bool = True
+    with_alignment: bool = True
     dcn_backend: str | None = None
 
     def model_kwargs(self) -> dict[str, Any]:

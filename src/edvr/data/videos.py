@@ -2,7 +2,8 @@
 
 Three parts, top to bottom:
 
-1. Reading frames. :func:`read_rgb` decodes an image file with PyAV's codec directly (no demuxer). PNG decode is the
+1. Reading frames. :func:`read_rgb` decodes an image file with PyAV's codec directly (no demuxer; the decoder is
+   ``edvr.inference.video_io``'s, shared with ``edvr restore`` and evaluation). PNG decode is the
    bottleneck of EDVR training (one 1280x720 GT and five 320x180 LQ frames per sample); measured on a 1280x720 REDS
    frame, single thread: PyAV codec 16-18 ms, Pillow 27-29 ms, imageio 29 ms, PyAV through ``av.open`` 34 ms. PyAV
    is also a core dependency, Pillow is not. Frames come back as uint8 ``(3, H, W)`` so that crops and flips touch
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -39,15 +39,9 @@ from edvr.data.transforms import (
 )
 from edvr.errors import InputError
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES: tuple[str, ...] = (
     ".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".y4m",
 )  # fmt: skip
-# Image suffix -> FFmpeg decoder. Feeding the file as one packet to the decoder skips the image2 demuxer, which
-# costs half the decode time of a 720p PNG.
-_IMAGE_CODECS: dict[str, str] = {
-    ".png": "png", ".jpg": "mjpeg", ".jpeg": "mjpeg", ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff", ".webp": "webp",
-}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -61,28 +55,12 @@ def read_rgb(path: str | os.PathLike) -> Tensor:
     Alpha is dropped and grey or palette images are expanded to RGB. Raises ``InputError`` naming the file when
     it is missing or cannot be decoded.
     """
-    import av  # a core dependency; imported here so that listing datasets does not load FFmpeg
+    from edvr.inference.video_io import read_image_pixels  # imported here: listing datasets loads no FFmpeg
 
-    path = Path(path)
-    codec = _IMAGE_CODECS.get(path.suffix.lower())
-    try:
-        if codec is None:  # anything else FFmpeg reads as a picture: go through the demuxer
-            with av.open(str(path)) as container:
-                frame = next(container.decode(video=0))
-        else:
-            ctx = av.CodecContext.create(codec, "r")
-            frames = ctx.decode(av.Packet(path.read_bytes()))
-            if not frames:  # some decoders hold the picture until flushed
-                frames = ctx.decode(None)
-            frame = frames[0]
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file; check the dataset root and its layout") from None
-    except (av.error.FFmpegError, IndexError, StopIteration) as e:
-        raise InputError(f"{path}: cannot decode the image ({e}); replace or re-extract the file") from None
-    if max(c.bits for c in frame.format.components) > 8:
-        array = frame.to_ndarray(format="rgb48le")
-        return torch.from_numpy(array.astype(np.float32) / 65535.0).permute(2, 0, 1)
-    return torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+    pixels = read_image_pixels(path)
+    if pixels.dtype != np.uint8:
+        pixels = pixels.astype(np.float32) / np.float32(65535)
+    return torch.from_numpy(pixels).permute(2, 0, 1)
 
 
 def to_float(x: Tensor) -> Tensor:
@@ -92,14 +70,11 @@ def to_float(x: Tensor) -> Tensor:
     return x.float().contiguous()
 
 
-def _natural_key(path: Path) -> list:
-    # "frame10" after "frame9": frame files are not always zero-padded (user folders), REDS/Vid4 ones are.
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
-
-
 def list_frames(folder: Path) -> list[Path]:
     """The image files of ``folder`` in natural order (no recursion)."""
-    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=_natural_key)
+    from edvr.inference.video_io import list_images
+
+    return list_images(folder)
 
 
 def require_dir(path: Path, expected: str) -> Path:
@@ -318,11 +293,13 @@ def find_sources(root: str | os.PathLike) -> list[Source]:
             raise InputError(f"{root}: not a video file ({root.suffix}); expected {expected}")
         return [Source(name=root.stem, path=root, count=count_video_frames(root))]
     require_dir(root, expected)
+    from edvr.inference.video_io import natural_key
+
     own_frames = list_frames(root)
     if own_frames:
         return [Source(name=root.name, path=root, count=len(own_frames), frames=tuple(own_frames))]
     sources = []
-    for entry in sorted(root.iterdir(), key=_natural_key):
+    for entry in sorted(root.iterdir(), key=lambda e: natural_key(e.name)):
         if entry.is_file() and entry.suffix.lower() in VIDEO_SUFFIXES:
             sources.append(Source(name=entry.stem, path=entry, count=count_video_frames(entry)))
         elif entry.is_dir():

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -34,7 +33,6 @@ from edvr.errors import InputError
 from edvr.evaluation.ensemble import Stage2Runner, forward, resolve_mode
 from edvr.evaluation.protocols import Protocol, find_dir, find_file, get_protocol
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 BASELINES = ("bicubic", "single-frame")
 
 
@@ -211,12 +209,10 @@ class Clip:
         return sorted(self.gt)
 
 
-def _natural_key(p: Path) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
-
-
 def _images(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+    from edvr.inference.video_io import list_images
+
+    return list_images(folder)
 
 
 def discover(protocol: Protocol, root: str | Path) -> list[Clip]:

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -165,7 +166,7 @@ def _prepare_work_dir(work: Path, state: dict, *, resume: bool, rank: int) -> No
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: two ranks may both see the end
     tmp.write_text(text)
     os.replace(tmp, path)
 
@@ -254,7 +255,8 @@ def restore_video(
         raise InputError(f"segment_frames must be >= 16, got {opts.segment_frames}")
     _check_paths(src, dst, overwrite=overwrite, resume=resume)
     info = video_io.probe(src)
-    rank, world = _distributed_init()
+    group = _Ranks()
+    rank, world = group.rank, group.world
     dev = pick_device(device) if world == 1 or not torch.cuda.is_available() else torch.device("cuda", _local_rank())
     net = _resolve_model(model, dev, dcn_backend)
     net2 = None if stage2 is None else _resolve_model(stage2, dev, dcn_backend)
@@ -273,7 +275,7 @@ def restore_video(
              "stage2": None if net2 is None else _model_id(net2), "options": asdict(opts), **_source_identity(src)}
     work = work_dir_for(dst)
     _prepare_work_dir(work, state, resume=resume, rank=rank)
-    _gather(None, world)
+    group.barrier("prepared")
     if kind == "folder":
         dst.mkdir(parents=True, exist_ok=True)
 
@@ -303,7 +305,7 @@ def restore_video(
                 seg += world
     finally:
         progress.close()
-    _gather(None, world)  # every rank is done writing
+    group.barrier("written")
     end_file = work / "end.json"
     end = json.loads(end_file.read_text()) if end_file.is_file() else {"frames": None, "error": None}
     total, error = end["frames"], end["error"]
@@ -317,7 +319,8 @@ def restore_video(
             segments = [_segment_video(work, i) for i in range(math.ceil(total / k))]
             video_io.finalize_video(segments, dst, source=src if src.is_file() else None, overwrite=True)
         shutil.rmtree(work, ignore_errors=True)
-    _gather(None, world)
+    group.barrier("finished")
+    group.close()
     if error:
         raise EdvrError(f"{error}; the {total} frames before it were restored into {dst}")
     return RestoreResult(dst, total, time.perf_counter() - t0, resumed_frames=done_before)
@@ -408,23 +411,53 @@ def _local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", 0))
 
 
-def _distributed_init() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world == 1:
-        return 0, 1
-    import torch.distributed as dist
+class _Ranks:
+    """The processes of a ``torchrun`` job, kept in step through torchrun's key-value store.
 
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
+    They share nothing but the work folder, so barriers are all they need: no gloo or NCCL group is created (NCCL
+    would set up GPU communicators for nothing, and a gloo peer that exits first can abort one still inside the
+    last collective). Without torchrun (``WORLD_SIZE`` unset or 1) there is one rank and every call is a no-op.
+    """
 
+    _calls = 0  # restore_video calls in this process; every rank makes the same calls, so keys never collide
+    TIMEOUT = timedelta(hours=24)  # the slowest rank's last segment, or rank 0 joining a long video
 
-def _gather(value, world: int) -> list:
-    """Every rank's ``value`` (also a barrier)."""
-    if world == 1:
-        return [value]
-    import torch.distributed as dist
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.rank = int(os.environ.get("RANK", 0))
+        self.store = None
+        if self.world == 1:
+            return
+        from torch.distributed import TCPStore
 
-    out: list = [None] * world
-    dist.all_gather_object(out, value)
-    return out
+        if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
+            raise InputError(f"WORLD_SIZE={self.world} but MASTER_ADDR/MASTER_PORT are not set; start the processes "
+                             "with torchrun (torchrun --nproc-per-node N -m edvr restore ...)")
+        # torchrun's agent hosts the store; a bare launch (MASTER_ADDR/PORT set by hand) has rank 0 host it.
+        self.hosting = self.rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
+        self.store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), self.world,
+                              is_master=self.hosting, timeout=self.TIMEOUT)
+        _Ranks._calls += 1
+        run = os.environ.get("TORCHELASTIC_RUN_ID", "run")
+        self.prefix = f"edvr-restore/{run}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}/{_Ranks._calls}"
+
+    def barrier(self, name: str) -> None:
+        if self.store is None:
+            return
+        key = f"{self.prefix}/{name}"
+        if self.store.add(key, 1) == self.world:
+            self.store.set(f"{key}/open", "1")
+        self.store.wait([f"{key}/open"])
+
+    def close(self) -> None:
+        """After the last barrier: a rank that hosts the store waits until every other rank has left it."""
+        if self.store is None:
+            return
+        key = f"{self.prefix}/left"
+        if not self.hosting:
+            self.store.add(key, 1)
+        else:
+            deadline = time.monotonic() + 60
+            while self.store.add(key, 0) < self.world - 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        self.store = None

@@ -159,19 +159,22 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> EDVRConfig:
     fusion_in = need("fusion.feat_fusion.weight" if with_tsa else "fusion.weight").shape[1]
     if fusion_in % nf:
         raise CheckpointError(f"cannot infer the number of frames: fusion takes {fusion_in} channels, not a multiple of {nf}")
-    offset_out = need("pcd_align.dcn_pack.l1.conv_offset.weight").shape[0]
+    with_alignment = any(k.startswith("pcd_align.") for k in sd)
+    # Without PCD the group count leaves no trace in the weights and changes nothing: 1.
+    groups = need("pcd_align.dcn_pack.l1.conv_offset.weight").shape[0] // 27 if with_alignment else 1
     keys = list(sd)
     return EDVRConfig(
         num_in_ch=num_in_ch,
         num_out_ch=need("conv_last.weight").shape[0],
         num_feat=nf,
         num_frames=fusion_in // nf,
-        deformable_groups=offset_out // 27,  # 3 chunks (dx, dy, mask) x 9 taps per group
+        deformable_groups=groups,  # the offset conv's outputs: 3 chunks (dx, dy, mask) x 9 taps per group
         num_extract_block=_count_blocks(keys, "feature_extraction"),
         num_reconstruct_block=_count_blocks(keys, "reconstruction"),
         hr_in="predeblur.stride_conv_hr1.weight" in sd or "stride_conv_hr1.weight" in sd,
         with_predeblur=with_predeblur,
         with_tsa=with_tsa,
+        with_alignment=with_alignment,
     )
 
 

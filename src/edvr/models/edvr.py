@@ -46,6 +46,7 @@ class EDVRConfig:
     hr_in: bool = False
     with_predeblur: bool = False
     with_tsa: bool = True
+    with_alignment: bool = True  # False: no PCD, each frame's L1 features go to fusion unaligned (an ablation)
 
     def __post_init__(self) -> None:
         if self.num_frames < 1:
@@ -93,6 +94,7 @@ class EDVR(nn.Module):
         hr_in: bool = False,
         with_predeblur: bool = False,
         with_tsa: bool = True,
+        with_alignment: bool = True,
         dcn_backend: str | None = None,
     ) -> None:
         super().__init__()
@@ -100,7 +102,7 @@ class EDVR(nn.Module):
             num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, num_frames=num_frames,
             deformable_groups=deformable_groups, num_extract_block=num_extract_block,
             num_reconstruct_block=num_reconstruct_block, center_frame_idx=center_frame_idx, hr_in=hr_in,
-            with_predeblur=with_predeblur, with_tsa=with_tsa,
+            with_predeblur=with_predeblur, with_tsa=with_tsa, with_alignment=with_alignment,
         )
         self.center_frame_idx = cfg.center
         self.scale = cfg.scale
@@ -120,7 +122,8 @@ class EDVR(nn.Module):
         self.conv_l3_1 = nn.Conv2d(nf, nf, 3, 2, 1)
         self.conv_l3_2 = nn.Conv2d(nf, nf, 3, 1, 1)
 
-        self.pcd_align = PCDAlignment(nf, deformable_groups)
+        if with_alignment:
+            self.pcd_align = PCDAlignment(nf, deformable_groups)
         if with_tsa:
             self.fusion: nn.Module = TSAFusion(nf, num_frames, cfg.center)
         else:
@@ -178,7 +181,7 @@ class EDVR(nn.Module):
     def alignment_terms(self, feat: Pyramid) -> list[torch.Tensor]:
         """The per-frame share of PCD's first offset convs (see :meth:`PCDAlignment.neighbour_terms`): like
         :meth:`encode`, it depends on one frame only, so streaming computes it once per frame."""
-        return self.pcd_align.neighbour_terms(list(feat))
+        return self.pcd_align.neighbour_terms(list(feat)) if self.config.with_alignment else []
 
     def align_and_fuse(self, feats: list[Pyramid], terms: list[list[torch.Tensor]] | None = None) -> torch.Tensor:
         """``feats``: the T frames' pyramids, each level ``(B, nf, h_l, w_l)``; returns fused ``(B, nf, h, w)``.
@@ -186,11 +189,14 @@ class EDVR(nn.Module):
         ``terms``: each frame's :meth:`alignment_terms`, if already computed (streaming caches them)."""
         if len(feats) != self.config.num_frames:
             raise ValueError(f"this model takes {self.config.num_frames} frames, got {len(feats)}")
-        if terms is None:
-            terms = [self.alignment_terms(f) for f in feats]
-        ref = list(feats[self.center_frame_idx])
-        ref_terms = self.pcd_align.reference_terms(ref)  # once per window
-        aligned = [self.pcd_align(list(f), ref, t, ref_terms) for f, t in zip(feats, terms)]  # T x (B, nf, h, w)
+        if not self.config.with_alignment:
+            aligned = [f[0] for f in feats]
+        else:
+            if terms is None:
+                terms = [self.alignment_terms(f) for f in feats]
+            ref = list(feats[self.center_frame_idx])
+            ref_terms = self.pcd_align.reference_terms(ref)  # once per window
+            aligned = [self.pcd_align(list(f), ref, t, ref_terms) for f, t in zip(feats, terms)]  # T x (B, nf, h, w)
         if self.config.with_tsa:
             return self.fusion.fuse_frames(aligned)
         return self.fusion(torch.cat(aligned, dim=1))
