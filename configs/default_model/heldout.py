@@ -8,6 +8,7 @@ The protocol ``heldout-real-x4``: clips carphone (120 frames, 176x144), bikes_ta
 ``reflection_circle`` padding at clip ends; Y channel (BT.601), border crop 0; every frame scored; mean over frames
 per clip, then over clips. The baselines are bicubic upsampling (MATLAB-style, of the 8-bit LQ) and, for
 multi-frame models, ``single-frame`` (the same model with every window frame replaced by the centre frame).
+A folder made by ``build_data.py --shot`` is scored with ``heldout-shot-x4``: the same rules on its one clip.
 """
 
 from __future__ import annotations
@@ -36,6 +37,27 @@ PROTOCOL = Protocol(
     crop_border=0,
     expected_frames={"carphone": 120, "bikes_tail": 50, "bbb_tail": 32},
 )
+# The one-shot set of ``build_data.py --shot``: the same rules on bikes frames 160-165 (trained on 140-159).
+SHOT = Protocol(
+    name="heldout-shot-x4",
+    description="bikes frames 160-165, held out from the same shot's frames 140-159, BIx4",
+    dataset="vid4",
+    task="sr",
+    gt_dirs=("GT",),
+    lq_dirs=("BIx4",),
+    clips=("bikes_shot",),
+    num_frames=5,
+    padding="reflection_circle",
+    scale=4,
+    y_channel=True,
+    crop_border=0,
+    expected_frames={"bikes_shot": 6},
+)
+
+
+def protocol_for(root: str | Path) -> Protocol:
+    """The protocol of a held-out folder made by build_data.py: the one-shot set, or the default model's clips."""
+    return SHOT if (Path(root) / "GT" / "bikes_shot").is_dir() else PROTOCOL
 
 
 def score(model, root: str | Path, *, name: str, max_frames: int | None = None,
@@ -43,9 +65,10 @@ def score(model, root: str | Path, *, name: str, max_frames: int | None = None,
     """Evaluate one model object; returns {'psnr', 'ssim', 'clips': {clip: [psnr, ssim]}, ...} for each method."""
     from edvr.evaluation.evaluate import evaluate
 
-    result = evaluate(model, PROTOCOL, root, max_frames=max_frames, baselines=baselines, model_name=name)
+    protocol = protocol_for(root)
+    result = evaluate(model, protocol, root, max_frames=max_frames, baselines=baselines, model_name=name)
     print(result.table(), flush=True)
-    out = {"protocol": PROTOCOL.name, "summary": PROTOCOL.summary(), "complete": result.complete, "methods": {}}
+    out = {"protocol": protocol.name, "summary": protocol.summary(), "complete": result.complete, "methods": {}}
     for method in result.methods:
         out["methods"][method] = {
             "psnr": result.mean(method, "psnr"),

@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    from edvr.runtime import keep_freed_memory
+
+    keep_freed_memory()
     try:
         return int(_module(args._module).run(args) or 0)
     except EdvrError as e:

@@ -24,6 +24,7 @@ from edvr.models.blocks import (
     PCDAlignment,
     PredeblurModule,
     TSAFusion,
+    conv_pixel_shuffle,
     lrelu_,
     residual_blocks,
 )
@@ -205,8 +206,7 @@ class EDVR(nn.Module):
         """``fused``: ``(B, nf, h, w)``; ``center``: the centre input frame ``(B, C, H, W)``; returns
         ``(B, C, scale*H, scale*W)``."""
         out = self.reconstruction(fused.contiguous(memory_format=torch.channels_last))
-        out = lrelu_(F.pixel_shuffle(self.upconv1(out), 2))
-        out = lrelu_(F.pixel_shuffle(self.upconv2(out), 2))
+        out = conv_pixel_shuffle(self.upconv2, conv_pixel_shuffle(self.upconv1, out))
         out = self.conv_last(lrelu_(self.conv_hr(out)))
         # The base first (out + base == base + out exactly), so that the result is in the default layout.
         if self.config.hr_in:
