@@ -292,9 +292,10 @@ def _sample_columns(
     o = off[..., r0:r1, :]  # (N, G, K, (dy, dx), rows, Wo)
     by, bx = base[:, r0:r1, :, 0], base[:, r0:r1, :, 1]  # (K, rows, Wo)
     # grid_sample wants (x, y) last: x = base_x + dx * 2/w, y = base_y + dy * 2/h (normalised coordinates).
-    if no_grad:  # written straight into the grid, one strided pass per coordinate
+    if no_grad and base.device.type == "cpu":  # written straight into the grid, one strided pass per coordinate
+        # (CPU only: GPUs do not mind the copy of torch.stack, and MPS has mishandled strided outputs before)
         grid = torch.empty(n, dg, taps, rows, wo, 2, device=base.device, dtype=base.dtype)
-        sy, sx = 2.0 / xg.shape[-2], 2.0 / xg.shape[-1]  # the values of ``scale``, as numbers (no device sync)
+        sy, sx = 2.0 / xg.shape[-2], 2.0 / xg.shape[-1]  # the values of ``scale``, as numbers
         torch.add(bx, o[:, :, :, 1], alpha=sx, out=grid[..., 0])
         torch.add(by, o[:, :, :, 0], alpha=sy, out=grid[..., 1])
     else:
