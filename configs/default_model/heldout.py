@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from edvr.evaluation.protocols import Protocol
@@ -38,21 +39,9 @@ PROTOCOL = Protocol(
     expected_frames={"carphone": 120, "bikes_tail": 50, "bbb_tail": 32},
 )
 # The one-shot set of ``build_data.py --shot``: the same rules on bikes frames 160-165 (trained on 140-159).
-SHOT = Protocol(
-    name="heldout-shot-x4",
-    description="bikes frames 160-165, held out from the same shot's frames 140-159, BIx4",
-    dataset="vid4",
-    task="sr",
-    gt_dirs=("GT",),
-    lq_dirs=("BIx4",),
-    clips=("bikes_shot",),
-    num_frames=5,
-    padding="reflection_circle",
-    scale=4,
-    y_channel=True,
-    crop_border=0,
-    expected_frames={"bikes_shot": 6},
-)
+SHOT = replace(PROTOCOL, name="heldout-shot-x4",
+               description="bikes frames 160-165, held out from the same shot's frames 140-159, BIx4",
+               clips=("bikes_shot",), expected_frames={"bikes_shot": 6})
 
 
 def protocol_for(root: str | Path) -> Protocol:

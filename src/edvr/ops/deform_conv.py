@@ -295,7 +295,7 @@ def _sample_columns(
     if no_grad and base.device.type == "cpu":  # written straight into the grid, one strided pass per coordinate
         # (CPU only: GPUs do not mind the copy of torch.stack, and MPS has mishandled strided outputs before)
         grid = torch.empty(n, dg, taps, rows, wo, 2, device=base.device, dtype=base.dtype)
-        sy, sx = 2.0 / xg.shape[-2], 2.0 / xg.shape[-1]  # the values of ``scale``, as numbers
+        sy, sx = scale.tolist()  # as numbers for ``alpha`` (a CPU tensor: no device sync)
         torch.add(bx, o[:, :, :, 1], alpha=sx, out=grid[..., 0])
         torch.add(by, o[:, :, :, 0], alpha=sy, out=grid[..., 1])
     else:
