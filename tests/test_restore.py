@@ -196,6 +196,31 @@ def test_two_processes_give_the_same_file_as_one(tmp_path, model_file):
     assert (tmp_path / "two.mp4").read_bytes() == (tmp_path / "one.mp4").read_bytes()
 
 
+def test_a_rank_that_fails_stops_the_others(tmp_path, model_file):
+    # A bare two-process launch (rank 0 hosts the store): rank 1 gets a model that does not exist and fails before
+    # the first barrier. Rank 0 must stop with rank 1's error, not wait for it until the store's 24 h timeout.
+    src = make_clip(tmp_path / "in.mp4", list(range(20)), Fraction(1, 25))
+    dst = tmp_path / "out.mp4"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(_free_port())}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "edvr", "restore", str(src), "-o", str(dst), "--device", "cpu",
+                          "--quiet", "--model", str(model_file) if rank == 0 else str(tmp_path / "missing.safetensors")],
+                         env={**env, "RANK": str(rank)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for rank in (0, 1)
+    ]
+    try:
+        (_, err0), (_, err1) = (p.communicate(timeout=120) for p in procs)
+    finally:
+        for p in procs:
+            p.kill()
+    assert procs[1].returncode == 2 and "missing.safetensors" in err1
+    assert procs[0].returncode != 0, err0
+    line = err0.strip()
+    assert "\n" not in line and "rank 1" in line and "missing.safetensors" in line, err0
+    assert not dst.exists()
+
+
 def test_broken_stream_restores_what_decodes_then_fails(tmp_path, model_file, capsys):
     src = make_clip(tmp_path / "in.mkv", list(range(40)), Fraction(1, 25), noise=True)
     data = src.read_bytes()

@@ -55,11 +55,11 @@ def read_rgb(path: str | os.PathLike) -> Tensor:
     Alpha is dropped and grey or palette images are expanded to RGB. Raises ``InputError`` naming the file when
     it is missing or cannot be decoded.
     """
-    from edvr.inference.video_io import read_image_pixels  # imported here: listing datasets loads no FFmpeg
+    from edvr.inference.video_io import read_image_pixels, to_unit  # here: listing datasets loads no FFmpeg
 
     pixels = read_image_pixels(path)
     if pixels.dtype != np.uint8:
-        pixels = pixels.astype(np.float32) / np.float32(65535)
+        pixels = to_unit(pixels)
     return torch.from_numpy(pixels).permute(2, 0, 1)
 
 

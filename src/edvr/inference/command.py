@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edvr.errors import EdvrError, InputError
+from edvr.errors import CheckpointError, EdvrError, InputError
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -47,7 +47,6 @@ def outputs_for(inputs: list[Path], output: Path) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     from edvr.inference.restore import pick_device, restore_video
-    from edvr.models.zoo import load_model
 
     inputs = [Path(p) for p in args.inputs]
     for p in inputs:
@@ -55,20 +54,20 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{p}: no such file or folder")
     outputs = outputs_for(inputs, Path(args.output))
     device = pick_device(args.device)
-    model = load_model(args.model, device=device, dcn_backend=args.dcn_backend)
-    stage2 = load_model(args.stage2, device=device, dcn_backend=args.dcn_backend) if args.stage2 else None
+    # restore_video loads the models (a name or a file), so that under torchrun a rank that cannot load one stops
+    # the others; a bad model stops the whole command, whatever the number of inputs.
     ensemble = True if args.ensemble == "auto" else args.ensemble  # True: the largest valid ensemble
     failed = 0
     for src, dst in zip(inputs, outputs):
         try:
             result = restore_video(
-                src, dst, model, device=device, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet,
+                src, dst, args.model, device=device, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet,
                 padding=args.padding, tile=args.tile, tile_overlap=args.tile_overlap, half=args.half, codec=args.codec,
                 crf=args.crf, pix_fmt=args.pix_fmt, segment_frames=args.segment_frames, ensemble=ensemble,
-                stage2=stage2,
+                stage2=args.stage2, dcn_backend=args.dcn_backend,
             )
         except EdvrError as e:
-            if len(inputs) == 1:
+            if len(inputs) == 1 or isinstance(e, CheckpointError):
                 raise
             print(f"edvr restore: error: {e}")
             failed += 1

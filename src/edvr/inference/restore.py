@@ -246,81 +246,82 @@ def restore_video(
     arguments; the work is split by segments and rank 0 writes the final output. ``stage2``: a second, HR-input
     EDVR that restores the (8-bit rounded) stage-1 output with its own temporal window, as in the paper."""
     t0 = time.perf_counter()
-    opts = RestoreOptions(**options)
-    src, dst = Path(src), Path(dst)
-    if opts.padding is not None and opts.padding not in PADDING_MODES:
-        raise InputError(f"--padding {opts.padding}: unknown; choose one of {', '.join(PADDING_MODES)}")
-    if opts.segment_frames < 16:
-        # Longer than any temporal context, so that a resumed segment always re-reads the end of the stream.
-        raise InputError(f"segment_frames must be >= 16, got {opts.segment_frames}")
-    _check_paths(src, dst, overwrite=overwrite, resume=resume)
-    info = video_io.probe(src)
-    group = _Ranks()
-    rank, world = group.rank, group.world
-    dev = pick_device(device) if world == 1 or not torch.cuda.is_available() else torch.device("cuda", _local_rank())
-    net = _resolve_model(model, dev, dcn_backend)
-    net2 = None if stage2 is None else _resolve_model(stage2, dev, dcn_backend)
-    if net2 is not None and not net2.config.hr_in:
-        raise InputError("--stage2 needs an HR-input model (a stage-2 or deblurring EDVR), not an x4 SR model")
-    opts.padding = opts.padding or default_padding_for(net)
-    if opts.ensemble is not None:
-        from edvr.evaluation.ensemble import resolve_mode
+    with _Ranks() as group:  # every check inside, so that a rank that fails stops the others
+        opts = RestoreOptions(**options)
+        src, dst = Path(src), Path(dst)
+        if opts.padding is not None and opts.padding not in PADDING_MODES:
+            raise InputError(f"--padding {opts.padding}: unknown; choose one of {', '.join(PADDING_MODES)}")
+        if opts.segment_frames < 16:
+            # Longer than any temporal context, so that a resumed segment always re-reads the end of the stream.
+            raise InputError(f"segment_frames must be >= 16, got {opts.segment_frames}")
+        _check_paths(src, dst, overwrite=overwrite, resume=resume)
+        info = video_io.probe(src)
+        rank, world = group.rank, group.world
+        cuda_rank = world > 1 and torch.cuda.is_available()
+        dev = torch.device("cuda", _local_rank()) if cuda_rank else pick_device(device)
+        net = _resolve_model(model, dev, dcn_backend)
+        net2 = None if stage2 is None else _resolve_model(stage2, dev, dcn_backend)
+        if net2 is not None and not net2.config.hr_in:
+            raise InputError("--stage2 needs an HR-input model (a stage-2 or deblurring EDVR), not an x4 SR model")
+        opts.padding = opts.padding or default_padding_for(net)
+        if opts.ensemble is not None:
+            from edvr.evaluation.ensemble import resolve_mode
 
+            try:
+                opts.ensemble = resolve_mode(net, opts.ensemble)
+            except ValueError as e:
+                raise InputError(f"--ensemble: {e}") from None
+        kind = output_kind(dst)
+        state = {"version": WORK_VERSION, "output": kind, "model": _model_id(net),
+                 "stage2": None if net2 is None else _model_id(net2), "options": asdict(opts), **_source_identity(src)}
+        work = work_dir_for(dst)
+        _prepare_work_dir(work, state, resume=resume, rank=rank)
+        group.barrier("prepared")
+        if kind == "folder":
+            dst.mkdir(parents=True, exist_ok=True)
+
+        restorers = [
+            WindowRestorer(m, padding=opts.padding, device=dev, half=opts.half, tile=opts.tile,
+                           tile_overlap=opts.tile_overlap, ensemble=opts.ensemble)
+            for m in (net, net2) if m is not None
+        ]
+        k = opts.segment_frames
+        finished = _finished_segments(work)
+        done_before = sum(finished)
+        progress = _progress(info, quiet=quiet or rank != 0)
         try:
-            opts.ensemble = resolve_mode(net, opts.ensemble)
-        except ValueError as e:
-            raise InputError(f"--ensemble: {e}") from None
-    kind = output_kind(dst)
-    state = {"version": WORK_VERSION, "output": kind, "model": _model_id(net),
-             "stage2": None if net2 is None else _model_id(net2), "options": asdict(opts), **_source_identity(src)}
-    work = work_dir_for(dst)
-    _prepare_work_dir(work, state, resume=resume, rank=rank)
-    group.barrier("prepared")
-    if kind == "folder":
-        dst.mkdir(parents=True, exist_ok=True)
-
-    restorers = [
-        WindowRestorer(m, padding=opts.padding, device=dev, half=opts.half, tile=opts.tile,
-                       tile_overlap=opts.tile_overlap, ensemble=opts.ensemble)
-        for m in (net, net2) if m is not None
-    ]
-    k = opts.segment_frames
-    finished = _finished_segments(work)
-    done_before = sum(finished)
-    progress = _progress(info, quiet=quiet or rank != 0)
-    try:
-        if world == 1:
-            # One stream from the first unfinished segment to the end: context frames are decoded once.
-            progress.update(done_before)
-            _run_segments(src, dst, work, kind, restorers, info, opts, len(finished), None, progress)
-        else:
-            seg = rank
-            while True:  # every world-th segment, each with its own temporal context, until past the end
-                if not _segment_marker(work, seg).exists():
-                    reader = _run_segments(src, dst, work, kind, restorers, info, opts, seg, seg + 1, progress)
-                    if reader.end is not None or reader.empty:
-                        break
-                elif json.loads(_segment_marker(work, seg).read_text())["frames"] < k:
-                    break  # a finished short segment is the last one
-                seg += world
-    finally:
-        progress.close()
-    group.barrier("written")
-    end_file = work / "end.json"
-    end = json.loads(end_file.read_text()) if end_file.is_file() else {"frames": None, "error": None}
-    total, error = end["frames"], end["error"]
-    if rank == 0:
-        counts = _finished_segments(work)
-        if not total:
-            raise InputError(f"{src}: no frame could be decoded" + (f" ({error})" if error else ""))
-        if sum(counts[: math.ceil(total / k)]) != total:
-            raise OutputError(f"{work}: some segments are missing or incomplete; rerun with --resume")
-        if kind == "video":
-            segments = [_segment_video(work, i) for i in range(math.ceil(total / k))]
-            video_io.finalize_video(segments, dst, source=src if src.is_file() else None, overwrite=True)
-        shutil.rmtree(work, ignore_errors=True)
-    group.barrier("finished")
-    group.close()
+            if world == 1:
+                # One stream from the first unfinished segment to the end: context frames are decoded once.
+                progress.update(done_before)
+                _run_segments(src, dst, work, kind, restorers, info, opts, len(finished), None, progress)
+            else:
+                seg = rank
+                while True:  # every world-th segment, each with its own temporal context, until past the end
+                    group.check()  # stop early if another rank failed
+                    if not _segment_marker(work, seg).exists():
+                        reader = _run_segments(src, dst, work, kind, restorers, info, opts, seg, seg + 1, progress)
+                        if reader.end is not None or reader.empty:
+                            break
+                    elif json.loads(_segment_marker(work, seg).read_text())["frames"] < k:
+                        break  # a finished short segment is the last one
+                    seg += world
+        finally:
+            progress.close()
+        group.barrier("written")
+        end_file = work / "end.json"
+        end = json.loads(end_file.read_text()) if end_file.is_file() else {"frames": None, "error": None}
+        total, error = end["frames"], end["error"]
+        if rank == 0:
+            counts = _finished_segments(work)
+            if not total:
+                raise InputError(f"{src}: no frame could be decoded" + (f" ({error})" if error else ""))
+            if sum(counts[: math.ceil(total / k)]) != total:
+                raise OutputError(f"{work}: some segments are missing or incomplete; rerun with --resume")
+            if kind == "video":
+                segments = [_segment_video(work, i) for i in range(math.ceil(total / k))]
+                video_io.finalize_video(segments, dst, source=src if src.is_file() else None, overwrite=True)
+            shutil.rmtree(work, ignore_errors=True)
+        group.barrier("finished")
     if error:
         raise EdvrError(f"{error}; the {total} frames before it were restored into {dst}")
     return RestoreResult(dst, total, time.perf_counter() - t0, resumed_frames=done_before)
@@ -417,10 +418,14 @@ class _Ranks:
     They share nothing but the work folder, so barriers are all they need: no gloo or NCCL group is created (NCCL
     would set up GPU communicators for nothing, and a gloo peer that exits first can abort one still inside the
     last collective). Without torchrun (``WORLD_SIZE`` unset or 1) there is one rank and every call is a no-op.
+
+    Used as a context manager: a rank that raises posts its error in the store, and the others stop at their next
+    barrier or segment with that error instead of waiting for a rank that will never come.
     """
 
     _calls = 0  # restore_video calls in this process; every rank makes the same calls, so keys never collide
     TIMEOUT = timedelta(hours=24)  # the slowest rank's last segment, or rank 0 joining a long video
+    POLL_S = 0.05
 
     def __init__(self) -> None:
         self.world = int(os.environ.get("WORLD_SIZE", 1))
@@ -440,6 +445,26 @@ class _Ranks:
         _Ranks._calls += 1
         run = os.environ.get("TORCHELASTIC_RUN_ID", "run")
         self.prefix = f"edvr-restore/{run}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}/{_Ranks._calls}"
+        self.failed_key = f"{self.prefix}/failed"
+
+    def __enter__(self) -> _Ranks:
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        if error is None or self.store is None:
+            self.close()
+            return
+        try:  # the store may be gone with its host: then the error being raised is still the one to report
+            if not isinstance(error, _PeerFailed):
+                self.store.set(self.failed_key, f"rank {self.rank} stopped: {str(error) or kind.__name__}")
+            self.close()
+        except Exception:  # noqa: BLE001
+            self.store = None
+
+    def check(self) -> None:
+        """Raise if another rank has failed."""
+        if self.store is not None and self.store.check([self.failed_key]):
+            raise _PeerFailed(f"restore stopped on every rank: {self.store.get(self.failed_key).decode()}")
 
     def barrier(self, name: str) -> None:
         if self.store is None:
@@ -447,17 +472,29 @@ class _Ranks:
         key = f"{self.prefix}/{name}"
         if self.store.add(key, 1) == self.world:
             self.store.set(f"{key}/open", "1")
-        self.store.wait([f"{key}/open"])
+        deadline = time.monotonic() + self.TIMEOUT.total_seconds()
+        while not self.store.check([f"{key}/open"]):
+            self.check()
+            if time.monotonic() > deadline:
+                raise EdvrError(f"restore: rank {self.rank} waited {self.TIMEOUT} at '{name}' for the other ranks")
+            time.sleep(self.POLL_S)
 
     def close(self) -> None:
-        """After the last barrier: a rank that hosts the store waits until every other rank has left it."""
+        """After the last barrier (or a failure): a rank that hosts the store waits until every other rank has left
+        it (up to a minute), so that none loses the store while it still reads from it."""
         if self.store is None:
             return
         key = f"{self.prefix}/left"
-        if not self.hosting:
-            self.store.add(key, 1)
-        else:
-            deadline = time.monotonic() + 60
-            while self.store.add(key, 0) < self.world - 1 and time.monotonic() < deadline:
-                time.sleep(0.01)
-        self.store = None
+        try:
+            if not self.hosting:
+                self.store.add(key, 1)
+            else:
+                deadline = time.monotonic() + 60
+                while self.store.add(key, 0) < self.world - 1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+        finally:
+            self.store = None
+
+
+class _PeerFailed(EdvrError):
+    """Another rank of the job failed (its error is in the message)."""

@@ -344,7 +344,7 @@ def _image_pixels(frame: av.VideoFrame) -> np.ndarray:
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read one image (png, jpg, tif, webp, bmp; 8 or 16 bits) as (H, W, 3) float32 RGB in [0, 1]."""
-    return _to_unit(_image_pixels(_decode_image(Path(path))))
+    return to_unit(_image_pixels(_decode_image(Path(path))))
 
 
 def read_image_pixels(path: str | os.PathLike) -> np.ndarray:
@@ -352,7 +352,8 @@ def read_image_pixels(path: str | os.PathLike) -> np.ndarray:
     return _image_pixels(_decode_image(Path(path)))
 
 
-def _to_unit(pixels: np.ndarray) -> np.ndarray:
+def to_unit(pixels: np.ndarray) -> np.ndarray:
+    """8- or 16-bit pixels -> float32 in [0, 1]."""
     return pixels.astype(np.float32) / np.float32(255 if pixels.dtype == np.uint8 else 65535)
 
 
@@ -365,7 +366,7 @@ def _read_folder(folder: Path, start: int, stop: int | None) -> Iterator[Frame]:
         if (frame.width, frame.height) != size:
             raise InputError(f"{file}: size {frame.width}x{frame.height} differs from {files[0].name} "
                              f"({size[0]}x{size[1]}); all frames of a folder must have the same size")
-        yield Frame(index=index, pts=index, image=_to_unit(_image_pixels(frame)), name=file.name)
+        yield Frame(index=index, pts=index, image=to_unit(_image_pixels(frame)), name=file.name)
 
 
 # ----------------------------------------------------------------------------------------------------------- writing
