@@ -1,6 +1,6 @@
 """Where a steady-state window of the restore path spends its time, without a profiler.
 
-    python benchmarks/breakdown.py [--threads 2] [--size 180x320] [--windows 3]
+    python benchmarks/breakdown.py [--threads 2] [--size 180x320] [--windows 3] [--dcn-backend compiled]
 
 EDVR-M (random weights, offsets of about a pixel) restores a synthetic video through ``WindowRestorer`` with the
 feature cache, as ``edvr restore`` does. The model's parts are wrapped with timers (wall time, nested parts inside
@@ -28,6 +28,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--size", default="180x320", help="input HxW")
     p.add_argument("--windows", type=int, default=3, help="windows timed after 3 warm-up windows")
+    p.add_argument("--dcn-backend", default="torch", choices=deform_conv.BACKENDS, help="default: torch")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()
@@ -60,19 +61,25 @@ def main() -> None:
     for pack in model.dcn_modules():
         pack.offsets_and_mask = timed("DCN offset + mask convs", pack.offsets_and_mask)
     # Patched in the module, so that the dispatcher's lookup finds the timed versions.
+    model.set_dcn_backend(args.dcn_backend)
     deform_conv.deform_conv2d_torch = timed("DCN sampling + product", deform_conv.deform_conv2d_torch)
+    deform_conv.deform_conv2d_compiled = timed("DCN sampling + product", deform_conv.deform_conv2d_compiled)
     deform_conv._sample_columns = timed("  of which bilinear sampling", deform_conv._sample_columns)
 
     video = [torch.rand(3, h, w).permute(1, 2, 0).numpy() for _ in range(args.windows + 6)]
     stream = WindowRestorer(model, padding="reflection_circle", cache=True).restore(enumerate(video))
     for _ in range(3):
         next(stream)
+    fns = deform_conv._compiled_state["fns"]  # compiled by now (compiled backend): timed from here on
+    for key, fn in fns.items():
+        fns[key] = timed("  of which bilinear sampling", fn)
     spent.clear()
     t0 = time.perf_counter()
     for _ in range(args.windows):
         next(stream)
     window = (time.perf_counter() - t0) / args.windows
-    print(f"EDVR-M, {h}x{w} input, {args.threads} threads: {window:.3f} s per window (mean of {args.windows})")
+    print(f"EDVR-M, {h}x{w} input, {args.threads} threads, {args.dcn_backend} DCN: {window:.3f} s per window "
+          f"(mean of {args.windows})")
     order = [name for name, _, _ in parts[:4]] + ["DCN offset + mask convs", "DCN sampling + product",
                                                   "  of which bilinear sampling", parts[4][0]]
     top = 0.0

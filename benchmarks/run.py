@@ -5,8 +5,9 @@
     python benchmarks/run.py --json out.json
 
 Sections (see benchmarks/README.md for what each measures and how to read it):
-  dcn      our pure-PyTorch deformable conv vs torchvision.ops.deform_conv2d (forward, forward+backward)
-  model    the restore path (WindowRestorer, feature cache) vs the reference way (one model(x) per output frame)
+  dcn      our deformable-conv backends (torch; compiled on CPU, forward) vs torchvision.ops.deform_conv2d
+  model    the restore path (WindowRestorer, feature cache, the DCN backend `edvr restore` uses for a long video)
+           vs the reference way (one model(x) per output frame)
   dense    a plain 3x3 conv 64->64: the machine's practical GFLOP/s, and EDVR's share of it
   memory   peak RSS restoring a short and a 10x longer video (separate processes)
   cache    frames/s with and without the per-frame feature cache
@@ -178,10 +179,23 @@ def bench_dcn(shapes: list[tuple[int, int]], reps: int, device: torch.device) ->
             fns["torchvision"] = deform_conv.get_backend("torchvision")
         row: dict = {}
         with torch.inference_mode():
-            fwd = interleaved({k: (lambda f=f: f(x, offset, mask, weight, bias)) for k, f in fns.items()}, reps, sync)
-            if tv:
-                row["max_abs_diff"] = (fns["torch"](x, offset, mask, weight, bias)
-                                       - fns["torchvision"](x, offset, mask, weight, bias)).abs().max().item()
+            inference = dict(fns)
+            if device.type == "cpu":  # inference only: its backward is the torch backend's
+                x, offset, mask = (t.contiguous(memory_format=torch.channels_last) for t in (x, offset, mask))
+                inference["compiled"] = deform_conv.get_backend("compiled")
+                t0 = time.perf_counter()
+                inference["compiled"](x, offset, mask, weight, bias)
+                row["compiled_first_call_s"] = time.perf_counter() - t0
+                if deform_conv.compiled_error():
+                    row["compiled_error"] = deform_conv.compiled_error()
+                    del inference["compiled"]
+            fwd = interleaved({k: (lambda f=f: f(x, offset, mask, weight, bias)) for k, f in inference.items()}, reps,
+                              sync)
+            outs = {k: f(x, offset, mask, weight, bias) for k, f in inference.items()}
+            truth = "torchvision" if tv else "torch"
+            for k, out in outs.items():
+                if k != truth:
+                    row[f"max_abs_diff_{k}_vs_{truth}"] = (out - outs[truth]).abs().max().item()
         leaves = [t.clone().requires_grad_(True) for t in (x, offset, mask, weight, bias)]
 
         def fwd_bwd(f):
@@ -191,12 +205,17 @@ def bench_dcn(shapes: list[tuple[int, int]], reps: int, device: torch.device) ->
                 t.grad = None
 
         bwd = interleaved({k: (lambda f=f: fwd_bwd(f)) for k, f in fns.items()}, max(1, reps // 2), sync)
-        for k in fns:
+        for k in inference:
             row[f"{k}_forward_ms"] = 1e3 * median(fwd[k])
+        for k in fns:
             row[f"{k}_forward_backward_ms"] = 1e3 * median(bwd[k])
         if tv:
-            row["speedup_forward"] = median(fwd["torchvision"]) / median(fwd["torch"])
-            row["speedup_forward_backward"] = median(bwd["torchvision"]) / median(bwd["torch"])
+            for k in inference:
+                if k != "torchvision":
+                    row[f"speedup_forward_{k}"] = median(fwd["torchvision"]) / median(fwd[k])
+            row["speedup_forward_backward_torch"] = median(bwd["torchvision"]) / median(bwd["torch"])
+        elif "compiled" in inference:
+            row["speedup_forward_compiled_vs_torch"] = median(fwd["torch"]) / median(fwd["compiled"])
         results["shapes"][f"{h}x{w}"] = row
         print(f"  dcn 64ch 8 groups {h}x{w}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()), flush=True)
     return results
@@ -218,9 +237,13 @@ def bench_dense(reps: int, device: torch.device, h: int = 180, w: int = 320) -> 
             "gflops_best": best, "channels_last_over_nchw": g["channels_last"] / g["nchw"]}
 
 
-def bench_model(h: int, w: int, frames: int, ref_frames: int, basicsr: str | None = None) -> dict:
+def bench_model(h: int, w: int, frames: int, ref_frames: int, basicsr: str | None = None,
+                dcn_backend: str | None = None) -> dict:
     """The restore path against the reference way, frame by frame interleaved, on one synthetic video. The reference
-    network is BasicSR's own (``basicsr``: a checkout) or else ours run plainly (torchvision's DCN if installed)."""
+    network is BasicSR's own (``basicsr``: a checkout) or else ours run plainly (torchvision's DCN if installed).
+    The restore path's DCN backend: ``dcn_backend``, else the one ``edvr restore`` picks for a long video here."""
+    from edvr.inference.restore import job_dcn_backend
+
     model = edvr_m()
     video = synthetic_video(frames, h, w)
     if basicsr:
@@ -231,7 +254,17 @@ def bench_model(h: int, w: int, frames: int, ref_frames: int, basicsr: str | Non
         ref_model = edvr_m()
         ref_model.set_dcn_backend(ref_backend)
     flops = window_flops(model, h, w)
-    model.set_dcn_backend("torch")
+    backend = deform_conv.resolve_backend(job_dcn_backend(dcn_backend, torch.device("cpu"), 10**6, h, w), "cpu")
+    model.set_dcn_backend(backend)
+    compile_s = None
+    if backend == "compiled":  # compiled before the timing (once per input size), and timed on its own
+        t = time.perf_counter()
+        with torch.inference_mode():
+            model(to_batch(video, [0] * 5))
+        compile_s = time.perf_counter() - t
+        if deform_conv.compiled_error():
+            backend = f"torch (compiled failed: {deform_conv.compiled_error()})"
+        print(f"  restore path's DCN backend: compiled; compilation and one window took {compile_s:.1f} s", flush=True)
     restorer = WindowRestorer(model, padding=PADDING, device="cpu", cache=True)
     stream = restorer.restore(enumerate(video))
     restore_times, ref_times, outs, diffs = [], [], {}, []
@@ -263,6 +296,7 @@ def bench_model(h: int, w: int, frames: int, ref_frames: int, basicsr: str | Non
     ref_s = median(ref_times) if ref_times else float("nan")
     res = {
         "input": [h, w], "frames": frames, "reference_frames": len(ref_times), "reference": ref_backend,
+        "restore_dcn_backend": backend, "compile_and_first_window_s": compile_s,
         "restore_fps": restore_fps, "restore_s_per_frame_median": median(restore_times),
         "reference_s_per_frame_median": ref_s, "reference_fps": 1 / ref_s,
         "speedup": restore_fps * ref_s,
@@ -278,7 +312,7 @@ def bench_model(h: int, w: int, frames: int, ref_frames: int, basicsr: str | Non
         "peak_rss_mb_process": peak_rss_mb(), "wall_s": wall,
     }
     ref_name = "BasicSR's EDVR" if basicsr else f"edvr's network plainly, {ref_backend} DCN"
-    print(f"  restore path {restore_fps:.3f} frames/s vs reference ({ref_name}, one forward per frame) "
+    print(f"  restore path ({backend} DCN) {restore_fps:.3f} frames/s vs reference ({ref_name}, one forward per frame) "
           f"{1 / ref_s:.3f} frames/s: {res['speedup']:.2f}x (after the first frame: {res['speedup_steady']:.2f}x); "
           f"max |diff| {res['max_abs_diff_vs_reference']:.2e}; "
           f"restore {res['restore_gflops_executed']:.1f} GFLOP/s executed "
@@ -404,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="output frames timed the reference way (default 2; each is slow)")
     p.add_argument("--basicsr", metavar="PATH",
                    help="a BasicSR checkout: the model section's reference is then BasicSR's own EDVR network")
+    p.add_argument("--dcn-backend", choices=deform_conv.BACKENDS,
+                   help="the restore path's DCN backend in the model section (default: what edvr restore picks for a "
+                        "long video)")
     p.add_argument("--skip", default="", help="comma-separated sections to skip: " + ",".join(SECTIONS))
     p.add_argument("--compile", action="store_true", help="also try torch.compile in a --quick run")
     p.add_argument("--_memory-child", nargs=4, help=argparse.SUPPRESS)
@@ -439,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         results["dcn"] = bench_dcn(shapes, reps, cpu)
     if "model" not in skip:
         print(f"model (EDVR-M, {h}x{w} input, {frames} frames):", flush=True)
-        results["model"] = bench_model(h, w, frames, ref_frames, args.basicsr)
+        results["model"] = bench_model(h, w, frames, ref_frames, args.basicsr, args.dcn_backend)
     if "dense" not in skip:
         print("dense conv (after):", flush=True)
         results["dense_after"] = after = bench_dense(reps, cpu)

@@ -107,6 +107,94 @@ def test_float32_close_to_reference():
     assert (deform_conv2d_torch(x, offset, mask, weight, bias).double() - ref).abs().max().item() < 1e-4
 
 
+# ------------------------------------------------------------------------------------ the compiled backend
+COMPILED_CASES = [dict(), dict(dilation=2, padding=2), dict(dg=4, stride=2, h=12, w=10), dict(n=1, h=1, w=1, scale=1.0)]
+
+
+def compiled_sizes() -> int:
+    return len(deform_conv._compiled_state["fns"])
+
+
+@pytest.mark.parametrize("kwargs", COMPILED_CASES)
+def test_compiled_backend_matches_reference_float64(kwargs):
+    x, offset, mask, weight, bias = make_inputs(**kwargs)
+    stride, padding, dilation = (kwargs.get(k, d) for k, d in (("stride", 1), ("padding", 1), ("dilation", 1)))
+    with torch.no_grad():
+        ours = deform_conv.deform_conv2d_compiled(x, offset, mask, weight, bias, stride=stride, padding=padding,
+                                                  dilation=dilation)
+    assert deform_conv.compiled_error() is None, deform_conv.compiled_error()
+    ref = reference_dcn(x, offset, mask, weight, bias, stride, padding, dilation)
+    assert ours.shape == ref.shape
+    assert (ours - ref).abs().max().item() < 1e-10
+
+
+def test_compiled_backend_float32_channels_last_and_row_chunks():
+    """Inputs as EDVR's convs produce them (channels_last, float32), in chunks of 2 rows whose last one overlaps."""
+    x, offset, mask, weight, bias = (t.float() for t in make_inputs(n=2, h=7, w=12, scale=2.0))
+    x, offset, mask = (t.contiguous(memory_format=torch.channels_last) for t in (x, offset, mask))
+    ref = reference_dcn(x, offset, mask, weight, bias)
+    before = compiled_sizes()
+    with torch.inference_mode():
+        ours = deform_conv.deform_conv2d_compiled(x, offset, mask, weight, bias, chunk_bytes=2 * 8 * 9 * 12 * 4)
+    assert compiled_sizes() == before + 1  # it really ran compiled
+    assert (ours.double() - ref).abs().max().item() < 1e-5
+
+
+def test_compiled_backend_offsets_far_outside_or_not_finite():
+    """Samples at +-inf, 1e30 or NaN count as outside the image (0): the result equals that of offsets that put
+    those taps just far enough out, and no index leaves the input (no per-corner bounds check in the kernel)."""
+    x, offset, mask, weight, bias = make_inputs()
+    wild, far = offset.clone(), offset.clone()
+    for i, value in enumerate((float("inf"), float("-inf"), 1e30, -1e30, float("nan"))):
+        wild[:, 2 * i::18] = value  # both coordinates of tap i in every group
+        far[:, 2 * i::18] = 1e4 if value != value or value > 0 else -1e4
+    with torch.no_grad():
+        got = deform_conv.deform_conv2d_compiled(x, wild, mask, weight, bias)
+        expected = deform_conv.deform_conv2d_compiled(x, far, mask, weight, bias)
+    assert torch.isfinite(got).all()
+    assert (got - expected).abs().max().item() < 1e-12
+    assert (expected - reference_dcn(x, far, mask, weight, bias)).abs().max().item() < 1e-10
+
+
+def test_compiled_backend_falls_back_where_it_cannot_run(monkeypatch):
+    """Autograd, a failing compiler, too many sizes: the torch backend's result, and a warning once for the compiler."""
+    inputs = [t.clone().requires_grad_(True) for t in make_inputs(n=1, c_in=4, c_out=3, h=6, w=7, dg=2)]
+    got = deform_conv.deform_conv2d_compiled(*inputs)
+    assert torch.equal(got, deform_conv2d_torch(*inputs))
+    assert all(g is not None for g in torch.autograd.grad(got.sum(), inputs))
+
+    monkeypatch.setattr(deform_conv, "_compiled_state", {"fns": {}, "error": None})
+
+    def broken_compiler():
+        def fn(*args):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\n(details)")
+        return fn
+
+    monkeypatch.setattr(deform_conv, "_compile_sampler", broken_compiler)
+    x, offset, mask, weight, bias = make_inputs(n=1, h=5, w=6)
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="'compiled' cannot run here.*No working C"):
+        got = deform_conv.deform_conv2d_compiled(x, offset, mask, weight, bias)
+    assert torch.equal(got, deform_conv2d_torch(x, offset, mask, weight, bias))
+    assert "No working C++ compiler" in deform_conv.compiled_error()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once: later calls go to the torch backend silently
+        deform_conv.deform_conv2d_compiled(x, offset, mask, weight, bias)
+
+    monkeypatch.setattr(deform_conv, "_compiled_state", {"fns": {}, "error": None})
+    monkeypatch.setattr(deform_conv, "COMPILED_MAX_SIZES", 0)
+    with torch.no_grad():
+        assert torch.equal(deform_conv.deform_conv2d_compiled(x, offset, mask, weight, bias),
+                           deform_conv2d_torch(x, offset, mask, weight, bias))
+    assert deform_conv._compiled_state == {"fns": {}, "error": None}
+
+
+def test_compiled_backend_is_cpu_only():
+    assert deform_conv.get_backend("compiled") is deform_conv.deform_conv2d_compiled
+    assert deform_conv.resolve_backend("compiled", "cpu") == "compiled"
+    with pytest.raises(BackendUnavailableError, match="CPU only"):
+        deform_conv.resolve_backend("compiled", "cuda")
+
+
 @pytest.mark.skipif(not torchvision_available(), reason="torchvision not installed beside this torch")
 def test_torchvision_backend_agrees_forward_and_backward():
     inputs = [t.clone().requires_grad_(True) for t in make_inputs(n=2, c_in=8, c_out=4, h=8, w=9, dg=2)]

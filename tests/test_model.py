@@ -108,6 +108,20 @@ def test_reference_outputs_with_torchvision_backend(name, tmp_path):
     assert (run(model, fx["input"]) - fx["output"]).abs().max().item() < 1e-4
 
 
+@pytest.mark.parametrize("name", FIXTURES)
+def test_reference_outputs_with_compiled_backend(name, tmp_path, monkeypatch):
+    from edvr.ops import deform_conv
+
+    monkeypatch.setattr(deform_conv, "_compiled_state", {"fns": {}, "error": None})
+    fx = load_fixture(name)
+    torch.save({"params": fx["state_dict"]}, tmp_path / "w.pth")
+    model = edvr.load_model(tmp_path / "w.pth", dcn_backend="compiled")
+    with torch.inference_mode():
+        out = model(fx["input"])
+    assert deform_conv.compiled_error() is None and len(deform_conv._compiled_state["fns"]) == 3  # one per level
+    assert (out - fx["output"]).abs().max().item() < 1e-4
+
+
 def test_wrong_convention_is_caught_by_the_fixture():
     """The fixture is sensitive: swapping dy/dx moves the output by far more than the tolerance."""
     fx = load_fixture("public_sr_tiny")

@@ -52,6 +52,14 @@ def real_frames(n: int, size: int = 40) -> list[np.ndarray]:
     return [f.image[:size, :size] for f in video_io.read_frames(sample_clip("carphone_pristine.mp4"), stop=n)]
 
 
+def frame_folder(path: Path, frames: list[np.ndarray], prefix: str = "img") -> list[np.ndarray]:
+    """Write frames as PNGs into a new folder; returns them as the restore will read them (8-bit rounded)."""
+    path.mkdir()
+    for i, f in enumerate(frames):
+        video_io.write_image(path / f"{prefix}{i}.png", f)
+    return [video_io.read_image(path / f"{prefix}{i}.png") for i in range(len(frames))]
+
+
 @pytest.mark.parametrize("with_alignment", [True, False])
 def test_cached_windows_equal_naive_windows_exactly(with_alignment):
     model = tiny_model(with_alignment=with_alignment)
@@ -96,12 +104,8 @@ def test_video_keeps_audio_timestamps_and_frame_count(tmp_path, model_file):
 
 
 def test_folder_in_and_out_equals_naive_windows(tmp_path, model_file):
-    frames = real_frames(6, 24)
     src = tmp_path / "frames"
-    src.mkdir()
-    for i, f in enumerate(frames):
-        video_io.write_image(src / f"img{i}.png", f)
-    frames = [video_io.read_image(src / f"img{i}.png") for i in range(6)]  # what the restore really reads
+    frames = frame_folder(src, real_frames(6, 24))  # what the restore really reads
     restore_video(src, tmp_path / "out", model_file, device="cpu", segment_frames=16, quiet=True)
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == [f"img{i}.png" for i in range(6)]
@@ -110,6 +114,43 @@ def test_folder_in_and_out_equals_naive_windows(tmp_path, model_file):
         expected = to_uint8(naive(model, frames, i))
         got = np.round(video_io.read_image(tmp_path / "out" / f"img{i}.png") * 255).astype(np.uint8)
         assert np.array_equal(got, expected), i
+
+
+def test_long_cpu_jobs_get_the_compiled_dcn(monkeypatch):
+    from edvr.inference.restore import COMPILED_MIN_PIXELS, job_dcn_backend
+    from edvr.ops import deform_conv
+
+    monkeypatch.delenv(deform_conv.ENV_VAR, raising=False)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    long_job = (COMPILED_MIN_PIXELS // (180 * 320) + 1, 180, 320)
+    assert job_dcn_backend(None, cpu, *long_job) == "compiled"
+    assert job_dcn_backend("auto", cpu, *long_job) == "compiled"
+    assert job_dcn_backend(None, cpu, 30, 180, 320) == "auto"  # short: compiling would cost more than it saves
+    assert job_dcn_backend(None, cpu, None, 180, 320) == "auto"  # unknown length
+    assert job_dcn_backend("torch", cpu, *long_job) == "torch"  # asked for
+    assert job_dcn_backend(None, cuda, *long_job) == "auto"
+    monkeypatch.setenv(deform_conv.ENV_VAR, "torch")
+    assert job_dcn_backend(None, cpu, *long_job) == "torch"  # asked for through the environment
+    monkeypatch.delenv(deform_conv.ENV_VAR)
+    monkeypatch.setitem(deform_conv._compiled_state, "error", "no compiler")
+    assert job_dcn_backend(None, cpu, *long_job) == "auto"
+
+
+def test_folder_restored_with_the_compiled_dcn(tmp_path, model_file, monkeypatch):
+    from edvr.ops import deform_conv
+
+    monkeypatch.setattr(deform_conv, "_compiled_state", {"fns": {}, "error": None})
+    src = tmp_path / "frames"
+    frames = frame_folder(src, real_frames(6, 24))
+    assert main(["restore", str(src), "-o", str(tmp_path / "out"), "--model", str(model_file), "--device", "cpu",
+                 "--dcn-backend", "compiled", "--quiet"]) == 0
+    assert deform_conv.compiled_error() is None and len(deform_conv._compiled_state["fns"]) == 3  # one per level
+    model = tiny_model()
+    for i in range(6):
+        expected = to_uint8(naive(model, frames, i)).astype(int)
+        got = np.round(video_io.read_image(tmp_path / "out" / f"img{i}.png") * 255).astype(int)
+        # The same numbers up to float rounding: at most a rounding step of 8-bit output apart, and rarely.
+        assert np.abs(got - expected).max() <= 1 and (got != expected).mean() < 1e-3, i
 
 
 def test_ten_bit_in_ten_bit_out(tmp_path, model_file):
@@ -294,12 +335,8 @@ def test_stage2_chained_and_resumable(tmp_path, model_file, monkeypatch):
     torch.manual_seed(1)
     stage2 = EDVR(num_feat=8, num_extract_block=1, num_reconstruct_block=1, deformable_groups=2, hr_in=True).eval()
     stage2_file = save_checkpoint(stage2.state_dict(), stage2.config, tmp_path / "stage2.safetensors")
-    frames = real_frames(7, 16)
     src = tmp_path / "frames"
-    src.mkdir()
-    for i, f in enumerate(frames):
-        video_io.write_image(src / f"{i}.png", f)
-    frames = [video_io.read_image(src / f"{i}.png") for i in range(7)]
+    frames = frame_folder(src, real_frames(7, 16), prefix="")
     restore_video(src, tmp_path / "out", model_file, stage2=stage2_file, device="cpu", quiet=True, segment_frames=16)
     stage1 = tiny_model()
     s1 = [to_uint8(naive(stage1, frames, c)).astype(np.float32) / np.float32(255) for c in range(7)]

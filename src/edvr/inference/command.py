@@ -28,7 +28,9 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--segment-frames", type=int, default=100, help="frames per resumable segment (default 100)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run without redoing finished work")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--dcn-backend", choices=("auto", "torch", "torchvision"), help="deformable-conv implementation")
+    p.add_argument("--dcn-backend", choices=("auto", "torch", "compiled", "torchvision"),
+                   help="deformable-conv implementation (default: auto; on CPU, compiled for long videos when a C++ "
+                        "compiler works, see docs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

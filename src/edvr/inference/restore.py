@@ -79,6 +79,23 @@ def default_padding_for(model: EDVR) -> str:
     return "replicate" if model.config.with_predeblur or model.config.hr_in else "reflection_circle"
 
 
+# A CPU job of at least this many input pixels (frames x height x width; about 70 frames of 180x320) restores with
+# the compiled deformable conv when no backend was asked for: its compilation, seconds per input size (cached by
+# PyTorch after the first run), then pays off (it saved ~0.5 s per 180x320 frame of EDVR-M, benchmarks/README.md).
+COMPILED_MIN_PIXELS = 4_000_000
+
+
+def job_dcn_backend(requested: str | None, device: torch.device, frames: int | None, height: int, width: int) -> str:
+    """The deformable-conv backend for a restore job: the one asked for (argument, ``use_backend`` context or
+    ``EDVR_DCN_BACKEND``), else ``compiled`` for a long CPU job (unless it failed in this process), else ``auto``."""
+    from edvr.ops import deform_conv
+
+    chosen = deform_conv.requested_backend(requested)
+    if chosen != "auto" or device.type != "cpu" or deform_conv.compiled_error() is not None:
+        return chosen
+    return "compiled" if (frames or 0) * height * width >= COMPILED_MIN_PIXELS else chosen
+
+
 def _resolve_model(model: EDVR | str | Path | None, device: torch.device, dcn_backend: str | None) -> EDVR:
     from edvr.models.zoo import load_model
 
@@ -259,6 +276,7 @@ def restore_video(
         rank, world = group.rank, group.world
         cuda_rank = world > 1 and torch.cuda.is_available()
         dev = torch.device("cuda", _local_rank()) if cuda_rank else pick_device(device)
+        dcn_backend = job_dcn_backend(dcn_backend, dev, info.num_frames_hint, info.height, info.width)
         net = _resolve_model(model, dev, dcn_backend)
         net2 = None if stage2 is None else _resolve_model(stage2, dev, dcn_backend)
         if net2 is not None and not net2.config.hr_in:
