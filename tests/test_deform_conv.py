@@ -157,7 +157,8 @@ def test_compiled_backend_offsets_far_outside_or_not_finite():
 
 
 def test_compiled_backend_falls_back_where_it_cannot_run(monkeypatch):
-    """Autograd, a failing compiler, too many sizes: the torch backend's result, and a warning once for the compiler."""
+    """Autograd, a failing compiler, CPU autocast, too many sizes: the torch backend's result, and one warning for
+    the compiler."""
     inputs = [t.clone().requires_grad_(True) for t in make_inputs(n=1, c_in=4, c_out=3, h=6, w=7, dg=2)]
     got = deform_conv.deform_conv2d_compiled(*inputs)
     assert torch.equal(got, deform_conv2d_torch(*inputs))
@@ -181,11 +182,14 @@ def test_compiled_backend_falls_back_where_it_cannot_run(monkeypatch):
         deform_conv.deform_conv2d_compiled(x, offset, mask, weight, bias)
 
     monkeypatch.setattr(deform_conv, "_compiled_state", {"fns": {}, "error": None})
+    x32, offset32, mask32, weight32, bias32 = (t.float() for t in (x, offset, mask, weight, bias))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # the product's dtype would not be ours
+        deform_conv.deform_conv2d_compiled(x32, offset32, mask32, weight32, bias32)
     monkeypatch.setattr(deform_conv, "COMPILED_MAX_SIZES", 0)
     with torch.no_grad():
         assert torch.equal(deform_conv.deform_conv2d_compiled(x, offset, mask, weight, bias),
                            deform_conv2d_torch(x, offset, mask, weight, bias))
-    assert deform_conv._compiled_state == {"fns": {}, "error": None}
+    assert deform_conv._compiled_state == {"fns": {}, "error": None}  # nothing was compiled
 
 
 def test_compiled_backend_is_cpu_only():
