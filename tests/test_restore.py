@@ -136,14 +136,15 @@ def test_long_cpu_jobs_get_the_compiled_dcn(monkeypatch):
     assert job_dcn_backend(None, cpu, *long_job) == "auto"
 
 
-def test_folder_restored_with_the_compiled_dcn(tmp_path, model_file, monkeypatch):
+def test_folder_restored_with_the_compiled_dcn(tmp_path, model_file, monkeypatch, capsys):
     from edvr.ops import deform_conv
 
     monkeypatch.setattr(deform_conv, "_compiled_state", {"fns": {}, "error": None})
     src = tmp_path / "frames"
     frames = frame_folder(src, real_frames(6, 24))
     assert main(["restore", str(src), "-o", str(tmp_path / "out"), "--model", str(model_file), "--device", "cpu",
-                 "--dcn-backend", "compiled", "--quiet"]) == 0
+                 "--dcn-backend", "compiled"]) == 0
+    assert "run compiled" in capsys.readouterr().err
     assert deform_conv.compiled_error() is None and len(deform_conv._compiled_state["fns"]) == 3  # one per level
     model = tiny_model()
     for i in range(6):
