@@ -264,7 +264,7 @@ def bench_model(h: int, w: int, frames: int, ref_frames: int, basicsr: str | Non
         compile_s = time.perf_counter() - t
         if deform_conv.compiled_error():
             backend = f"torch (compiled failed: {deform_conv.compiled_error()})"
-        print(f"  restore path's DCN backend: compiled; compilation and one window took {compile_s:.1f} s", flush=True)
+        print(f"  restore path's DCN backend: {backend}; compilation and one window took {compile_s:.1f} s", flush=True)
     restorer = WindowRestorer(model, padding=PADDING, device="cpu", cache=True)
     stream = restorer.restore(enumerate(video))
     restore_times, ref_times, outs, diffs = [], [], {}, []
