@@ -4,7 +4,9 @@ Reading: :func:`probe` describes a video file or a folder of frames, :func:`read
 (presentation) order as float32 RGB in [0, 1]. Sources deeper than 8 bits go through 16-bit RGB, so 10-bit values
 are not quantised to 8 bits. Untagged YUV is decoded with BT.709 when the picture is HD (width >= 1280 or height >
 576) and BT.601 otherwise (the players' convention); :class:`SegmentWriter` always tags the matrix it used, so the
-output looks the same as the input whatever the player assumes.
+output looks the same as the input whatever the player assumes. Subsampled chroma is read where the decoder says it
+sits (left-sited for untagged H.264/HEVC) and written left-sited, where decoders assume it: colour edges stay on
+their luma edges (``tests/test_video_io.py`` measures both).
 
 Writing: the restored video is written as independently encoded *segments* (NUT files) that
 :func:`finalize_video` joins, without re-encoding, into the final container together with the source's audio and
@@ -26,6 +28,7 @@ Grayscale is replicated to RGB; an alpha channel is dropped (the colour is kept 
 from __future__ import annotations
 
 import heapq
+import itertools
 import os
 import re
 from collections.abc import Iterator
@@ -36,6 +39,7 @@ from typing import Any
 
 import av
 import av.error
+import av.filter
 import numpy as np
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
@@ -85,6 +89,10 @@ _SWS_MATRIX = {1: Colorspace.ITU709, 4: Colorspace.FCC, 5: Colorspace.ITU601, 6:
 _SWS_FLAGS = (Interpolation.BICUBIC | Interpolation.FULL_CHR_H_INT | Interpolation.FULL_CHR_H_INP
               | Interpolation.ACCURATE_RND)
 _SWS_ENCODE_FLAGS = _SWS_FLAGS | Interpolation.BITEXACT
+# The same flags for FFmpeg's scale filter, which the writer uses for subsampled YUV (see _ChromaSubsampler).
+_SCALE_ENCODE_FLAGS = "bicubic+full_chroma_int+full_chroma_inp+accurate_rnd+bitexact"
+_SCALE_MATRIX = {Colorspace.ITU709: "bt709", Colorspace.FCC: "fcc", Colorspace.ITU601: "bt601",
+                 Colorspace.SMPTE240M: "smpte240m", Colorspace.BT2020: "bt2020"}
 _CRF_CODECS = {"libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1"}
 # Stream tags that describe the old file rather than the stream's content; the muxer writes fresh ones.
 _STALE_TAGS = {"duration", "encoder", "bps", "number_of_frames", "number_of_bytes", "creation_time",
@@ -405,6 +413,36 @@ def _check_writable_dir(path: Path) -> None:
         raise OutputError(f"{path}: folder {parent} is not writable; choose another output location")
 
 
+class _ChromaSubsampler:
+    """RGB frames -> subsampled YUV with *left-sited* chroma, as decoders assume for H.264/HEVC (and MPEG-2) video that
+    does not say otherwise: each chroma sample sits on the even luma columns, vertically between two rows.
+
+    ``VideoFrame.reformat`` cannot be told where the chroma samples sit and subsamples them centred between luma
+    columns, which a decoder then shows shifted by half a luma pixel (measured: an RGB edge at x = 15.5 came back at
+    15.2). FFmpeg's ``scale`` filter takes the output chroma position; one filter graph per input format."""
+
+    def __init__(self, width: int, height: int, pix_fmt: str, matrix: Colorspace, color_range: ColorRange) -> None:
+        self.width, self.height, self.pix_fmt = width, height, pix_fmt
+        self.options = (f"flags={_SCALE_ENCODE_FLAGS}:out_color_matrix={_SCALE_MATRIX.get(matrix, 'bt709')}"
+                        f":out_range={'pc' if color_range == ColorRange.JPEG else 'tv'}"
+                        ":out_h_chr_pos=0:out_v_chr_pos=128")
+        self._graphs: dict[str, av.filter.Graph] = {}
+
+    def __call__(self, frame: av.VideoFrame) -> av.VideoFrame:
+        name = frame.format.name  # rgb24 or rgb48le
+        graph = self._graphs.get(name)
+        if graph is None:
+            graph = self._graphs[name] = av.filter.Graph()
+            chain = [graph.add_buffer(width=self.width, height=self.height, format=name, time_base=Fraction(1, 1)),
+                     graph.add("scale", self.options), graph.add("format", self.pix_fmt), graph.add("buffersink")]
+            for a, b in itertools.pairwise(chain):
+                a.link_to(b)
+            graph.configure()
+        frame.pts = 0  # the caller sets the real timestamp on the result
+        graph.push(frame)
+        return graph.pull()
+
+
 class SegmentWriter:
     """Encode the frames of one output segment into a standalone NUT file, atomically.
 
@@ -423,7 +461,8 @@ class SegmentWriter:
         self._frames = 0
         fmt = av.VideoFormat(pix_fmt)
         self._deep = _format_bits(fmt) > 8
-        if fmt.chroma_width(16) < 16 or fmt.chroma_height(16) < 16:  # subsampled chroma
+        subsampled = fmt.chroma_width(16) < 16 or fmt.chroma_height(16) < 16
+        if subsampled:
             if width % 2 or height % 2:
                 raise OutputError(f"{self.path}: {width}x{height} cannot be encoded as {pix_fmt} (needs even sizes); "
                                   "crop or pad the frames, or use pix_fmt yuv444p")
@@ -438,6 +477,7 @@ class SegmentWriter:
         if not fmt.is_rgb and self._matrix is Colorspace.ITU709 and codes["colorspace"] not in (1,):
             codes["colorspace"] = 1  # a matrix swscale cannot do was replaced by BT.709: tag the truth
         self._pix_fmt = pix_fmt
+        self._subsample = _ChromaSubsampler(width, height, pix_fmt, self._matrix, self._range) if subsampled else None
 
         enc_options = {"crf": str(crf)} if codec in _CRF_CODECS else {}
         if codec == "libx265":
@@ -479,8 +519,11 @@ class SegmentWriter:
         else:
             arr = quantize8(image)
             rgb = av.VideoFrame.from_ndarray(arr, format="rgb24")
-        frame = rgb.reformat(format=self._pix_fmt, dst_colorspace=self._matrix, dst_color_range=self._range,
-                             interpolation=_SWS_ENCODE_FLAGS)
+        if self._subsample is not None:
+            frame = self._subsample(rgb)
+        else:
+            frame = rgb.reformat(format=self._pix_fmt, dst_colorspace=self._matrix, dst_color_range=self._range,
+                                 interpolation=_SWS_ENCODE_FLAGS)
         frame.pts = int(pts)
         frame.time_base = self.time_base
         try:
