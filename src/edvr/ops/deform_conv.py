@@ -193,9 +193,7 @@ def deform_conv2d_torch(
     else:
         base, scale = _base_grid(h, w, ho, wo, kh, kw, stride, padding, dilation, x.device, x.dtype)
     # Without autograd (and outside tracing/export, which want plain ops) results are written in place.
-    no_grad = not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, offset, mask, weight, bias)
-                                                    if t is not None))
-    no_grad = no_grad and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or _compiling())
+    no_grad = _plain_inference(x, offset, mask, weight, bias)
 
     # Rows of output per chunk so that the sampled columns (N*Cin*K*rows*Wo values) stay near chunk_bytes.
     bytes_per_row = n * c_in * taps * wo * x.element_size()
@@ -257,6 +255,14 @@ def _groups(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, weight: t
     if c_out % groups:
         raise ValueError(f"deform conv: {c_out} output channels do not split into {groups} groups")
     return groups, dg
+
+
+def _plain_inference(*tensors: torch.Tensor | None) -> bool:
+    """No autograd records these tensors, and no tracer, exporter or torch.compile is looking: free to write results
+    in place or to run our own compiled code."""
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return False
+    return not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or _compiling())
 
 
 def _compiling() -> bool:
@@ -446,9 +452,7 @@ def deform_conv2d_compiled(
         groups == 1 and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
         and all(t.dtype == x.dtype for t in (offset, mask, weight, bias) if t is not None)
         and not _cpu_autocast()
-        and not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, offset, mask, weight, bias)
-                                                 if t is not None))
-        and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or _compiling())
+        and _plain_inference(x, offset, mask, weight, bias)
         and state["error"] is None
         and (key in state["fns"] or len(state["fns"]) < COMPILED_MAX_SIZES)
     )
