@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-# Ten rounds of a small workload that makes and drops large tensors, as every window of a restore does; prints
+# Sixteen rounds of a small workload that makes and drops large tensors, as every window of a restore does; prints
 # the minor page faults of each round. The first round maps fresh memory in any case.
 PROBE = """
 import json, resource
@@ -22,7 +22,7 @@ def work():
     c = torch.ones(8 * 2**20)  # 32 MB
     return float(((b + 1)[: 8 * 2**20] * c)[0])
 faults = []
-for _ in range(10):
+for _ in range(16):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     work()
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -46,6 +46,10 @@ def test_keep_freed_memory_stops_page_faults_once_the_heap_has_grown():
     assert system["applied"] is False
     # glibc's default maps blocks above 32 MB afresh each time: every round faults its pages in again.
     # Measured here: 65541 faults in every round.
-    assert all(f > pages_per_round // 2 for f in system["faults"][-3:]), system
-    # Kept: after a few rounds every block is served from pages already mapped (measured: 0 from round 6 on).
-    assert sum(kept["faults"][-3:]) < pages_per_round // 20, kept
+    assert all(f > pages_per_round // 2 for f in system["faults"][-10:]), system
+    # Kept: after a few rounds the blocks are served from pages already mapped. Now and then the heap still grows
+    # by a block when freed chunks do not fit the next request (measured over 6 runs, rounds 7 to 16: 0 faults in
+    # 52 rounds out of 60, 8192 or 16384 in the others, at most 24576 in all ten rounds of one run).
+    late = kept["faults"][-10:]
+    assert sum(late) < pages_per_round, kept  # the system allocator faults ten times this
+    assert sum(f < pages_per_round // 20 for f in late) >= 5, kept
