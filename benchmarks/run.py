@@ -37,7 +37,7 @@ import torch
 
 from edvr.inference.window import WindowRestorer
 from edvr.models.edvr import EDVR
-from edvr.ops import deform_conv
+from edvr.ops import compiled, deform_conv
 from edvr.runtime import keep_freed_memory
 
 PADDING = "reflection_circle"
@@ -186,8 +186,8 @@ def bench_dcn(shapes: list[tuple[int, int]], reps: int, device: torch.device) ->
                 t0 = time.perf_counter()
                 inference["compiled"](x, offset, mask, weight, bias)
                 row["compiled_first_call_s"] = time.perf_counter() - t0
-                if deform_conv.compiled_error():
-                    row["compiled_error"] = deform_conv.compiled_error()
+                if compiled.error():
+                    row["compiled_error"] = compiled.error()
                     del inference["compiled"]
             fwd = interleaved({k: (lambda f=f: f(x, offset, mask, weight, bias)) for k, f in inference.items()}, reps,
                               sync)
@@ -262,8 +262,8 @@ def bench_model(h: int, w: int, frames: int, ref_frames: int, basicsr: str | Non
         with torch.inference_mode():
             model(to_batch(video, [0] * 5))
         compile_s = time.perf_counter() - t
-        if deform_conv.compiled_error():
-            backend = f"torch (compiled failed: {deform_conv.compiled_error()})"
+        if compiled.error():
+            backend = f"torch (compiled failed: {compiled.error()})"
         print(f"  restore path's DCN backend: {backend}; compilation and one window took {compile_s:.1f} s", flush=True)
     restorer = WindowRestorer(model, padding=PADDING, device="cpu", cache=True)
     stream = restorer.restore(enumerate(video))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from edvr.models.blocks import DCNPack, _warned_layers
-from edvr.ops import deform_conv
+from edvr.ops import compiled, deform_conv
 from edvr.ops.deform_conv import BackendUnavailableError, deform_conv2d_torch, torchvision_available
 
 
@@ -112,7 +112,7 @@ COMPILED_CASES = [dict(), dict(dilation=2, padding=2), dict(dg=4, stride=2, h=12
 
 
 def compiled_sizes() -> int:
-    return len(deform_conv._compiled_state["fns"])
+    return compiled.variants(deform_conv._sample_taps)
 
 
 @pytest.mark.parametrize("kwargs", COMPILED_CASES)
@@ -122,7 +122,7 @@ def test_compiled_backend_matches_reference_float64(kwargs):
     with torch.no_grad():
         ours = deform_conv.deform_conv2d_compiled(x, offset, mask, weight, bias, stride=stride, padding=padding,
                                                   dilation=dilation)
-    assert deform_conv.compiled_error() is None, deform_conv.compiled_error()
+    assert compiled.error() is None, compiled.error()
     ref = reference_dcn(x, offset, mask, weight, bias, stride, padding, dilation)
     assert ours.shape == ref.shape
     assert (ours - ref).abs().max().item() < 1e-10
@@ -164,32 +164,32 @@ def test_compiled_backend_falls_back_where_it_cannot_run(monkeypatch):
     assert torch.equal(got, deform_conv2d_torch(*inputs))
     assert all(g is not None for g in torch.autograd.grad(got.sum(), inputs))
 
-    monkeypatch.setattr(deform_conv, "_compiled_state", {"fns": {}, "error": None})
+    monkeypatch.setattr(compiled, "_state", {"fns": {}, "error": None})
 
-    def broken_compiler():
-        def fn(*args):
+    def broken_compiler(fn):
+        def run(*args):
             raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\n(details)")
-        return fn
+        return run
 
-    monkeypatch.setattr(deform_conv, "_compile_sampler", broken_compiler)
+    monkeypatch.setattr(compiled, "_compile", broken_compiler)
     x, offset, mask, weight, bias = make_inputs(n=1, h=5, w=6)
-    with torch.no_grad(), pytest.warns(RuntimeWarning, match="'compiled' cannot run here.*No working C"):
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="compiled CPU kernels cannot run here.*No working C"):
         got = deform_conv.deform_conv2d_compiled(x, offset, mask, weight, bias)
     assert torch.equal(got, deform_conv2d_torch(x, offset, mask, weight, bias))
-    assert "No working C++ compiler" in deform_conv.compiled_error()
+    assert "No working C++ compiler" in compiled.error()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once: later calls go to the torch backend silently
         deform_conv.deform_conv2d_compiled(x, offset, mask, weight, bias)
 
-    monkeypatch.setattr(deform_conv, "_compiled_state", {"fns": {}, "error": None})
+    monkeypatch.setattr(compiled, "_state", {"fns": {}, "error": None})
     x32, offset32, mask32, weight32, bias32 = (t.float() for t in (x, offset, mask, weight, bias))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # the product's dtype would not be ours
         deform_conv.deform_conv2d_compiled(x32, offset32, mask32, weight32, bias32)
-    monkeypatch.setattr(deform_conv, "COMPILED_MAX_SIZES", 0)
+    monkeypatch.setattr(compiled, "MAX_VARIANTS", 0)
     with torch.no_grad():
         assert torch.equal(deform_conv.deform_conv2d_compiled(x, offset, mask, weight, bias),
                            deform_conv2d_torch(x, offset, mask, weight, bias))
-    assert deform_conv._compiled_state == {"fns": {}, "error": None}  # nothing was compiled
+    assert compiled._state == {"fns": {}, "error": None}  # nothing was compiled
 
 
 def test_compiled_backend_is_cpu_only():

@@ -110,15 +110,19 @@ def test_reference_outputs_with_torchvision_backend(name, tmp_path):
 
 @pytest.mark.parametrize("name", FIXTURES)
 def test_reference_outputs_with_compiled_backend(name, tmp_path, monkeypatch):
-    from edvr.ops import deform_conv
+    from edvr.models import blocks
+    from edvr.ops import compiled, deform_conv
 
-    monkeypatch.setattr(deform_conv, "_compiled_state", {"fns": {}, "error": None})
+    monkeypatch.setattr(compiled, "_state", {"fns": {}, "error": None})
     fx = load_fixture(name)
     torch.save({"params": fx["state_dict"]}, tmp_path / "w.pth")
     model = edvr.load_model(tmp_path / "w.pth", dcn_backend="compiled")
     with torch.inference_mode():
         out = model(fx["input"])
-    assert deform_conv.compiled_error() is None and len(deform_conv._compiled_state["fns"]) == 3  # one per level
+    assert compiled.error() is None
+    # It really ran compiled: the sampling at each pyramid level, the two shuffles and the last conv of the tail.
+    assert compiled.variants(deform_conv._sample_taps) == 3
+    assert compiled.variants(blocks._lrelu_shuffle) == 2 and compiled.variants(blocks._sum_taps_add) == 1
     assert (out - fx["output"]).abs().max().item() < 1e-4
 
 
@@ -243,6 +247,37 @@ def test_fast_forms_equal_the_plain_ops():
         o1, o2, m = torch.chunk(pack.conv_offset(feat), 3, dim=1)
     torch.testing.assert_close(offset, torch.cat((o1, o2), dim=1), rtol=0, atol=1e-5)
     torch.testing.assert_close(mask, torch.sigmoid(m), rtol=0, atol=1e-6)
+
+
+def test_compiled_tail_passes_equal_the_plain_ops(monkeypatch):
+    """The x4 tail's compiled passes (CPU inference): activation + pixel shuffle gives the same numbers exactly; the
+    last conv + base the same sums in another order; where they decline (autograd, a conv they do not handle, a
+    failed compiler), the plain ops run."""
+    from edvr.models import blocks
+    from edvr.ops import compiled
+
+    monkeypatch.setattr(compiled, "_state", {"fns": {}, "error": None})
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 32, 3, 1, 1)
+    x = torch.randn(2, 8, 6, 10).contiguous(memory_format=torch.channels_last)
+    last = torch.nn.Conv2d(8, 3, 3, 1, 1)
+    base = torch.rand(2, 3, 6, 10)
+    with torch.inference_mode():
+        plain = blocks.conv_pixel_shuffle(conv, x)
+        fast = blocks.conv_pixel_shuffle(conv, x, fast=True)
+        assert compiled.variants(blocks._lrelu_shuffle) == 1
+        assert torch.equal(fast, plain) and fast.stride() == plain.stride()
+        got = blocks.conv_add_compiled(last, x, base)
+        assert compiled.variants(blocks._sum_taps_add) == 1
+        assert got.is_contiguous()
+        torch.testing.assert_close(got, base + last(x), rtol=0, atol=1e-6)
+        assert blocks.conv_add_compiled(torch.nn.Conv2d(8, 3, 3, 1, 2, dilation=2), x, base) is None
+    assert compiled.eligible(x, base) and not compiled.eligible(x.detach().requires_grad_(), base)
+    assert not compiled.eligible(x, base.double())
+    monkeypatch.setattr(compiled, "_compile", lambda fn: None)  # calling None fails like a broken compiler
+    with torch.inference_mode(), pytest.warns(RuntimeWarning, match="compiled CPU kernels cannot run here"):
+        assert torch.equal(blocks.conv_pixel_shuffle(conv, x[:1], fast=True), plain[:1])
+    assert compiled.error() is not None and not compiled.eligible(x)
 
 
 def test_infer_config_sees_every_architecture_choice():

@@ -118,7 +118,7 @@ def test_folder_in_and_out_equals_naive_windows(tmp_path, model_file):
 
 def test_long_cpu_jobs_get_the_compiled_dcn(monkeypatch):
     from edvr.inference.restore import COMPILED_MIN_PIXELS, job_dcn_backend
-    from edvr.ops import deform_conv
+    from edvr.ops import compiled, deform_conv
 
     monkeypatch.delenv(deform_conv.ENV_VAR, raising=False)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
@@ -132,20 +132,20 @@ def test_long_cpu_jobs_get_the_compiled_dcn(monkeypatch):
     monkeypatch.setenv(deform_conv.ENV_VAR, "torch")
     assert job_dcn_backend(None, cpu, *long_job) == "torch"  # asked for through the environment
     monkeypatch.delenv(deform_conv.ENV_VAR)
-    monkeypatch.setitem(deform_conv._compiled_state, "error", "no compiler")
+    monkeypatch.setitem(compiled._state, "error", "no compiler")
     assert job_dcn_backend(None, cpu, *long_job) == "auto"
 
 
 def test_folder_restored_with_the_compiled_dcn(tmp_path, model_file, monkeypatch, capsys):
-    from edvr.ops import deform_conv
+    from edvr.ops import compiled, deform_conv
 
-    monkeypatch.setattr(deform_conv, "_compiled_state", {"fns": {}, "error": None})
+    monkeypatch.setattr(compiled, "_state", {"fns": {}, "error": None})
     src = tmp_path / "frames"
     frames = frame_folder(src, real_frames(6, 24))
     assert main(["restore", str(src), "-o", str(tmp_path / "out"), "--model", str(model_file), "--device", "cpu",
                  "--dcn-backend", "compiled"]) == 0
     assert "run compiled" in capsys.readouterr().err
-    assert deform_conv.compiled_error() is None and len(deform_conv._compiled_state["fns"]) == 3  # one per level
+    assert compiled.error() is None and compiled.variants(deform_conv._sample_taps) == 3  # one per level
     model = tiny_model()
     for i in range(6):
         expected = to_uint8(naive(model, frames, i)).astype(int)

@@ -88,10 +88,10 @@ COMPILED_MIN_PIXELS = 4_000_000
 def job_dcn_backend(requested: str | None, device: torch.device, frames: int | None, height: int, width: int) -> str:
     """The deformable-conv backend for a restore job: the one asked for (argument, ``use_backend`` context or
     ``EDVR_DCN_BACKEND``), else ``compiled`` for a long CPU job (unless it failed in this process), else ``auto``."""
-    from edvr.ops import deform_conv
+    from edvr.ops import compiled, deform_conv
 
     chosen = deform_conv.requested_backend(requested)
-    if chosen != "auto" or device.type != "cpu" or deform_conv.compiled_error() is not None:
+    if chosen != "auto" or device.type != "cpu" or compiled.error() is not None:
         return chosen
     return "compiled" if (frames or 0) * height * width >= COMPILED_MIN_PIXELS else chosen
 

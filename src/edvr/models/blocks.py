@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edvr.ops import deform_conv
+from edvr.ops import compiled, deform_conv
 
 # LeakyReLU slope of every activation in EDVR except the ReLU inside residual blocks.
 LRELU_SLOPE = 0.1
@@ -58,21 +58,63 @@ def conv_part(conv: nn.Conv2d, x: torch.Tensor, start: int, *, bias: bool) -> to
     return F.conv2d(x, weight, conv.bias if bias else None, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
-def conv_pixel_shuffle(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+def conv_pixel_shuffle(conv: nn.Conv2d, x: torch.Tensor, fast: bool = False) -> torch.Tensor:
     """``lrelu(pixel_shuffle(conv(x), 2))`` for a conv with ``4*C`` outputs, returned channels_last.
 
     The conv's output channels are permuted from pixel_shuffle's order (c, i, j) to (i, j, c), so that in
     channels_last memory the shuffle moves contiguous runs of 2C values instead of gathering single ones with a
     stride of 4 (F.pixel_shuffle on channels_last input ran ~4x slower than this copy here). A permutation of
-    output channels changes no value: the result equals the plain form exactly.
+    output channels changes no value: the result equals the plain form exactly. ``fast`` (CPU inference where
+    :func:`edvr.ops.compiled.eligible` holds): the activation and the shuffle as one compiled pass, same numbers
+    (a 720p map: 19 ms against 36 ms for the activation in place and the copy).
     """
     c = conv.out_channels // 4
     weight = conv.weight.unflatten(0, (c, 4)).transpose(0, 1).flatten(0, 1)
     bias = None if conv.bias is None else conv.bias.view(c, 4).t().flatten()
-    y = lrelu_(F.conv2d(x, weight, bias, conv.stride, conv.padding))  # (N, (i, j, c), h, w)
-    n, _, h, w = y.shape
-    y = y.permute(0, 2, 3, 1).reshape(n, h, w, 2, 2, c).permute(0, 1, 3, 2, 4, 5)  # (N, h, i, w, j, c)
-    return y.reshape(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
+    y = F.conv2d(x, weight, bias, conv.stride, conv.padding)  # (N, (i, j, c), h, w)
+    out = compiled.run(_lrelu_shuffle, y) if fast else None
+    return _shuffle(lrelu_(y)) if out is None else out
+
+
+def _shuffle(y: torch.Tensor) -> torch.Tensor:
+    """``(N, (i, j, c), h, w)`` channels_last -> ``(N, c, 2h, 2w)`` channels_last (see :func:`conv_pixel_shuffle`)."""
+    n, c4, h, w = y.shape
+    y = y.permute(0, 2, 3, 1).reshape(n, h, w, 2, 2, c4 // 4).permute(0, 1, 3, 2, 4, 5)  # (N, h, i, w, j, c)
+    return y.reshape(n, 2 * h, 2 * w, c4 // 4).permute(0, 3, 1, 2)
+
+
+def _lrelu_shuffle(y: torch.Tensor) -> torch.Tensor:
+    return _shuffle(F.leaky_relu(y, LRELU_SLOPE))
+
+
+def conv_add_compiled(conv: nn.Conv2d, x: torch.Tensor, base: torch.Tensor) -> torch.Tensor | None:
+    """``base + conv(x)`` for a 3x3 conv with few outputs (EDVR's last conv: 3), in the default layout; None where
+    the compiled pass declines (then compute it the plain way). Call it where :func:`edvr.ops.compiled.eligible`
+    holds.
+
+    A direct conv with 3 outputs runs at ~47 GFLOP/s here (70 ms for a 720p frame). Instead a 1x1 conv maps each
+    pixel to its 9 taps x 3 outputs (a matrix product at the full rate), and one compiled loop sums the nine
+    shifted taps, adds the bias and ``base``: 40 ms. The same sums in another order (differences ~1e-6)."""
+    if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1) or conv.dilation != (1, 1) \
+            or conv.groups != 1 or conv.bias is None:
+        return None
+    o = conv.out_channels
+    taps = F.conv2d(x, conv.weight.permute(2, 3, 0, 1).reshape(9 * o, -1, 1, 1))  # channel (ky*3 + kx)*o + c
+    out = compiled.run(_sum_taps_add, taps, base, conv.bias)
+    return None if out is None else out.contiguous()
+
+
+def _sum_taps_add(taps: torch.Tensor, base: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``base + bias + sum over (ky, kx) of taps[(ky*3 + kx)*o + c]`` shifted by (ky - 1, kx - 1), zero outside."""
+    h, w = taps.shape[-2:]
+    o = taps.shape[1] // 9
+    padded = F.pad(taps, (1, 1, 1, 1))
+    total = None
+    for k in range(9):
+        ky, kx = divmod(k, 3)
+        term = padded[:, k * o:(k + 1) * o, ky:ky + h, kx:kx + w]
+        total = term if total is None else total + term
+    return base + (total + bias.view(1, o, 1, 1))
 
 
 def upsample2x(x: torch.Tensor) -> torch.Tensor:

@@ -24,10 +24,12 @@ from edvr.models.blocks import (
     PCDAlignment,
     PredeblurModule,
     TSAFusion,
+    conv_add_compiled,
     conv_pixel_shuffle,
     lrelu_,
     residual_blocks,
 )
+from edvr.ops import compiled
 
 Pyramid = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -146,7 +148,7 @@ class EDVR(nn.Module):
         """Pick the deformable-conv backend of every DCN in the model (None: context / env var / auto)."""
         from edvr.ops.deform_conv import requested_backend
 
-        chosen = requested_backend(name)
+        self.dcn_backend = chosen = requested_backend(name)
         for module in self.dcn_modules():
             module.backend = chosen
 
@@ -204,14 +206,21 @@ class EDVR(nn.Module):
 
     def reconstruct(self, fused: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
         """``fused``: ``(B, nf, h, w)``; ``center``: the centre input frame ``(B, C, H, W)``; returns
-        ``(B, C, scale*H, scale*W)``."""
+        ``(B, C, scale*H, scale*W)``.
+
+        With the ``compiled`` DCN backend (CPU inference), two passes of the x4 tail run compiled too: the
+        activation + pixel shuffle (same numbers) and the last conv + base (same sums in another order)."""
+        fast = self.dcn_backend == "compiled" and compiled.eligible(fused, center)
         out = self.reconstruction(fused.contiguous(memory_format=torch.channels_last))
-        out = conv_pixel_shuffle(self.upconv2, conv_pixel_shuffle(self.upconv1, out))
-        out = self.conv_last(lrelu_(self.conv_hr(out)))
+        out = conv_pixel_shuffle(self.upconv2, conv_pixel_shuffle(self.upconv1, out, fast), fast)
+        out = lrelu_(self.conv_hr(out))
+        base = center if self.config.hr_in else F.interpolate(center, scale_factor=4, mode="bilinear",
+                                                              align_corners=False)
+        result = conv_add_compiled(self.conv_last, out, base) if fast else None
+        if result is not None:
+            return result
         # The base first (out + base == base + out exactly), so that the result is in the default layout.
-        if self.config.hr_in:
-            return (center + out).contiguous()
-        return F.interpolate(center, scale_factor=4, mode="bilinear", align_corners=False).add_(out)
+        return (base + self.conv_last(out)).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(B, T, C, H, W)`` in [0, 1]; returns the restored centre frame ``(B, C, scale*H, scale*W)``."""

@@ -17,7 +17,8 @@ Backends:
   the order the matrix product reads. ~2x faster than the torch backend at EDVR's shapes, but it needs a working
   C++ compiler at run time and costs seconds of compilation per input size (cached on disk by PyTorch). Where it
   cannot run (autograd, export, other devices or dtypes, no compiler) it falls back to the torch backend, which
-  gives the same numbers up to float rounding.
+  gives the same numbers up to float rounding. An EDVR model on this backend also runs two passes of its x4 tail
+  compiled (:meth:`edvr.models.edvr.EDVR.reconstruct`); the compiling itself is :mod:`edvr.ops.compiled`.
 - ``"torchvision"``: ``torchvision.ops.deform_conv2d`` (compiled kernels; needs torchvision).
 - ``"auto"``: the faster one available for the device without compiling: the torch backend on CPU and MPS
   (torchvision's CPU kernel is a serial scalar loop, measured ~6x slower), torchvision's CUDA kernel on CUDA when
@@ -32,12 +33,12 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import types
-import warnings
 from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+
+from edvr.ops import compiled
 
 BACKENDS = ("auto", "torch", "compiled", "torchvision")
 ENV_VAR = "EDVR_DCN_BACKEND"
@@ -193,7 +194,7 @@ def deform_conv2d_torch(
     else:
         base, scale = _base_grid(h, w, ho, wo, kh, kw, stride, padding, dilation, x.device, x.dtype)
     # Without autograd (and outside tracing/export, which want plain ops) results are written in place.
-    no_grad = _plain_inference(x, offset, mask, weight, bias)
+    no_grad = compiled.plain_inference(x, offset, mask, weight, bias)
 
     # Rows of output per chunk so that the sampled columns (N*Cin*K*rows*Wo values) stay near chunk_bytes.
     bytes_per_row = n * c_in * taps * wo * x.element_size()
@@ -255,19 +256,6 @@ def _groups(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, weight: t
     if c_out % groups:
         raise ValueError(f"deform conv: {c_out} output channels do not split into {groups} groups")
     return groups, dg
-
-
-def _plain_inference(*tensors: torch.Tensor | None) -> bool:
-    """No autograd records these tensors, and no tracer, exporter or torch.compile is looking: free to write results
-    in place or to run our own compiled code."""
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return False
-    return not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or _compiling())
-
-
-def _compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 _BASE_GRIDS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -345,12 +333,6 @@ def _sample_columns(
 # last-level cache until the matrix product reads them (a 180x320 call: 53.9 ms, against 55.8 with 9 MB chunks and
 # 59.0 with 14 MB).
 COMPILED_CHUNK_BYTES = 9 * 2**19
-# Every input size compiles once (seconds; PyTorch caches the result on disk for later runs). Past this many sizes in
-# one process, new ones go to the torch backend.
-COMPILED_MAX_SIZES = 32
-
-# Per input size, its compiled sampler; "error": why compiling failed in this process (then the torch backend runs).
-_compiled_state: dict = {"fns": {}, "error": None}
 
 
 def _sample_taps(
@@ -381,27 +363,6 @@ def _sample_taps(
         term = (corner_weight * msk).unsqueeze(-1) * table[y0 + dy, x0 + dx, group]
         out = term if out is None else out + term
     return out
-
-
-def _cpu_autocast() -> bool:
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled()
-
-
-def _compile_sampler() -> Callable[..., torch.Tensor]:
-    """A compiled copy of :func:`_sample_taps` for one input size. A copy of its code object each time, so that each
-    size has its own compiled function (PyTorch stops recompiling one function after a few sizes, and would then
-    run it eagerly: slowly); the indices are inside the table by construction, so no bounds check per corner."""
-    code = _sample_taps.__code__.replace()
-    fn = types.FunctionType(code, _sample_taps.__globals__, _sample_taps.__name__)
-    return torch.compile(fn, dynamic=False, options={"assert_indirect_indexing": False})
-
-
-def compiled_error() -> str | None:
-    """Why the compiled backend fell back to the torch backend in this process (None: it has not failed)."""
-    return _compiled_state["error"]
 
 
 _TAP_POSITIONS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -445,21 +406,8 @@ def deform_conv2d_compiled(
     ho, wo = offset.shape[-2:]
     cg = c_in // dg
     rows = max(1, min(ho, chunk_bytes // max(c_in * taps * wo * x.element_size(), 1)))
-    # One compiled variant per shape: every chunk has ``rows`` rows (the last one overlaps the one before).
-    key = (h, w, ho, wo, dg, cg, taps, rows, x.dtype, torch.is_inference_mode_enabled())
-    state = _compiled_state
-    usable = (
-        groups == 1 and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-        and all(t.dtype == x.dtype for t in (offset, mask, weight, bias) if t is not None)
-        and not _cpu_autocast()
-        and _plain_inference(x, offset, mask, weight, bias)
-        and state["error"] is None
-        and (key in state["fns"] or len(state["fns"]) < COMPILED_MAX_SIZES)
-    )
-    if not usable:
+    if groups != 1 or not compiled.eligible(x, offset, mask, weight, bias):
         return deform_conv2d_torch(x, offset, mask, weight, bias, stride=stride, padding=padding, dilation=dilation)
-    fn = state["fns"].get(key)
-    compiled = fn is not None
     by, bx = _tap_positions(ho, wo, kh, kw, stride, padding, dilation, x.dtype)
     # The product's weight rows in the columns' (group, tap, channel) order.
     w_t = weight.reshape(c_out, dg, cg, taps).permute(1, 3, 2, 0).reshape(dg * taps * cg, c_out)
@@ -469,28 +417,13 @@ def deform_conv2d_compiled(
         # Views of channels_last tensors (what EDVR's offset convs produce); a copy otherwise.
         off = offset[i].permute(1, 2, 0).contiguous().view(ho, wo, dg, taps, 2)
         msk = mask[i].permute(1, 2, 0).contiguous().view(ho, wo, dg, taps)
+        # Every chunk has ``rows`` rows (the last one overlaps the one before): one compiled variant per input size.
         for r0 in range(0, ho, rows):
             r0 = min(r0, ho - rows)
-            args = (table, off[r0:r0 + rows], msk[r0:r0 + rows], by[r0:r0 + rows], bx)
-            if compiled:
-                cols = fn(*args)
-            else:  # the first call compiles: a failure here means no C++ compiler, or a broken one
-                try:
-                    with warnings.catch_warnings():  # PyTorch's compiler uses its own deprecated APIs
-                        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.")
-                        fn = _compile_sampler()
-                        cols = fn(*args)
-                except Exception as e:  # noqa: BLE001 - whatever the compiler's failure, the torch backend works
-                    lines = str(e).strip().splitlines()
-                    state["error"] = f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
-                    warnings.warn(
-                        f"deformable-conv backend 'compiled' cannot run here ({state['error']}); using the 'torch' "
-                        "backend instead (same results, slower)", RuntimeWarning, stacklevel=3,
-                    )
-                    return deform_conv2d_torch(x, offset, mask, weight, bias, stride=stride, padding=padding,
-                                               dilation=dilation)
-                state["fns"][key] = fn
-                compiled = True
+            cols = compiled.run(_sample_taps, table, off[r0:r0 + rows], msk[r0:r0 + rows], by[r0:r0 + rows], bx)
+            if cols is None:  # declined (compiler failed, too many variants): at the first chunk, as all share one
+                return deform_conv2d_torch(x, offset, mask, weight, bias, stride=stride, padding=padding,
+                                           dilation=dilation)
             target = out[i, r0:r0 + rows].view(rows * wo, c_out)
             if bias is None:
                 torch.mm(cols.view(rows * wo, -1), w_t, out=target)
