@@ -399,15 +399,27 @@ def deform_conv2d_compiled(
 ) -> torch.Tensor:
     """The ``compiled`` backend (see the module docstring): same shapes and result as :func:`deform_conv2d_torch`,
     to which it falls back where it cannot run. Output channels_last in memory."""
+    groups, dg = _groups(x, offset, mask, weight)
+    out = None
+    if groups == 1 and compiled.eligible(x, offset, mask, weight, bias):
+        out = _compiled_product(x, offset, mask, weight, bias, dg, stride, padding, dilation, chunk_bytes)
+    if out is None:  # declined (see compiled.eligible / compiled.run)
+        return deform_conv2d_torch(x, offset, mask, weight, bias, stride=stride, padding=padding, dilation=dilation)
+    return out
+
+
+def _compiled_product(
+    x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+    dg: int, stride: int, padding: int, dilation: int, chunk_bytes: int,
+) -> torch.Tensor | None:
+    """The compiled backend's work, chunk by chunk; None if :func:`compiled.run` declines (at the first chunk, as
+    every chunk shares one compiled variant)."""
     n, c_in, h, w = x.shape
     c_out, _, kh, kw = weight.shape
     taps = kh * kw
-    groups, dg = _groups(x, offset, mask, weight)
     ho, wo = offset.shape[-2:]
     cg = c_in // dg
     rows = max(1, min(ho, chunk_bytes // max(c_in * taps * wo * x.element_size(), 1)))
-    if groups != 1 or not compiled.eligible(x, offset, mask, weight, bias):
-        return deform_conv2d_torch(x, offset, mask, weight, bias, stride=stride, padding=padding, dilation=dilation)
     by, bx = _tap_positions(ho, wo, kh, kw, stride, padding, dilation, x.dtype)
     # The product's weight rows in the columns' (group, tap, channel) order.
     w_t = weight.reshape(c_out, dg, cg, taps).permute(1, 3, 2, 0).reshape(dg * taps * cg, c_out)
@@ -421,9 +433,8 @@ def deform_conv2d_compiled(
         for r0 in range(0, ho, rows):
             r0 = min(r0, ho - rows)
             cols = compiled.run(_sample_taps, table, off[r0:r0 + rows], msk[r0:r0 + rows], by[r0:r0 + rows], bx)
-            if cols is None:  # declined (compiler failed, too many variants): at the first chunk, as all share one
-                return deform_conv2d_torch(x, offset, mask, weight, bias, stride=stride, padding=padding,
-                                           dilation=dilation)
+            if cols is None:
+                return None
             target = out[i, r0:r0 + rows].view(rows * wo, c_out)
             if bias is None:
                 torch.mm(cols.view(rows * wo, -1), w_t, out=target)
