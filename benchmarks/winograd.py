@@ -103,6 +103,28 @@ def winograd_conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor, rows:
     return out[:, :, :h, :w]
 
 
+def measure(cin: int, cout: int, h: int, w: int, band_rows: list[int], reps: int) -> tuple[dict, dict, str]:
+    """Median ms and max |diff| from float64 of the direct conv and of Winograd per band height; the fastest band."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, cin, h, w, generator=gen).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(cout, cin, 3, 3, generator=gen) * (2 / (9 * cin)) ** 0.5
+    bias = torch.randn(cout, generator=gen)
+    u = transform_weight(weight)
+    fns = {"direct": lambda: F.conv2d(x, weight, bias, padding=1)}
+    fns |= {f"rows {r}": (lambda r=r: winograd_conv3x3(x, u, bias, r)) for r in band_rows}
+    with torch.inference_mode():
+        exact = F.conv2d(x.double(), weight.double(), bias.double(), padding=1)
+        err = {k: (f() - exact).abs().max().item() for k, f in fns.items()}  # also compiles every band shape
+        times = {k: [] for k in fns}
+        for _ in range(reps):
+            for k, f in fns.items():
+                t = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    return med, err, min((k for k in med if k != "direct"), key=med.get)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -116,30 +138,12 @@ def main() -> None:
     band_rows = [int(r) for r in args.rows.split(",")]
     print(f"3x3 convs, batch 1, channels_last, float32, {args.threads} threads: oneDNN direct vs Winograd F(4x4,3x3)")
     for cin, cout, h, w, where in SHAPES:
-        gen = torch.Generator().manual_seed(0)
-        x = torch.randn(1, cin, h, w, generator=gen).contiguous(memory_format=torch.channels_last)
-        weight = torch.randn(cout, cin, 3, 3, generator=gen) * (2 / (9 * cin)) ** 0.5
-        bias = torch.randn(cout, generator=gen)
-        u = transform_weight(weight)
-        fns = {"direct": lambda: F.conv2d(x, weight, bias, padding=1)}
-        fns |= {f"rows {r}": (lambda r=r: winograd_conv3x3(x, u, bias, r)) for r in band_rows}
-        with torch.inference_mode():
-            exact = F.conv2d(x.double(), weight.double(), bias.double(), padding=1)
-            err = {k: (f() - exact).abs().max().item() for k, f in fns.items()}  # also compiles every band shape
-            times = {k: [] for k in fns}
-            for _ in range(args.reps):
-                for k, f in fns.items():
-                    t = time.perf_counter()
-                    f()
-                    times[k].append(time.perf_counter() - t)
-        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-        best = min((k for k in med if k != "direct"), key=med.get)
+        med, err, best = measure(cin, cout, h, w, band_rows, args.reps)
         gflops = 2 * cin * cout * 9 * h * w / 1e9
         print(f"  {cin:>3}->{cout:<3} at {h}x{w} ({where}): direct {med['direct']:.1f} ms "
               f"({gflops / med['direct'] * 1e3:.0f} GFLOP/s), Winograd {med[best]:.1f} ms ({best}): "
               f"{med['direct'] / med[best]:.2f}x; max |diff| from float64: direct {err['direct']:.1e}, "
               f"Winograd {err[best]:.1e}", flush=True)
-
 
 if __name__ == "__main__":
     main()
