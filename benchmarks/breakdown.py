@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+import statistics
 import time
 
 import torch
 
 from edvr.inference.window import WindowRestorer
 from edvr.models.edvr import EDVR
-from edvr.ops import compiled, deform_conv
+from edvr.ops import compiled, deform_conv, winograd
 from edvr.runtime import keep_freed_memory
 
 
@@ -68,7 +69,7 @@ def main() -> None:
     deform_conv.deform_conv2d_compiled = timed("DCN sampling + product", deform_conv.deform_conv2d_compiled)
     deform_conv._sample_columns = timed("  of which bilinear sampling", deform_conv._sample_columns)
 
-    video = [torch.rand(3, h, w).permute(1, 2, 0).numpy() for _ in range(args.windows + 6)]
+    video = [torch.rand(3, h, w).permute(1, 2, 0).numpy() for _ in range(3 * args.windows + 6)]
     stream = WindowRestorer(model, padding="reflection_circle", cache=True).restore(enumerate(video))
     for _ in range(3):
         next(stream)
@@ -93,11 +94,30 @@ def main() -> None:
     rest = window - top / args.windows
     print(f"  {'rest (PCD convs, activations)':30s} {rest:7.3f} s  {rest / window:6.1%}")
     if args.dcn_backend == "compiled":
+        compare_winograd(stream, args.windows)
         compare_tails(model, h, w)
 
 
+def compare_winograd(stream, windows: int) -> None:
+    """Windows of the restore path with the Winograd convs and with oneDNN's direct convs, alternated."""
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(windows):
+        for on, seconds in times.items():
+            winograd.ENABLED = on
+            t = time.perf_counter()
+            next(stream)
+            seconds.append(time.perf_counter() - t)
+    winograd.ENABLED = True
+    med = {on: statistics.median(s) for on, s in times.items()}
+    faster = sum(a < b for a, b in zip(times[True], times[False]))
+    print(f"3x3 convs: {med[True]:.3f} s per window with Winograd (edvr.ops.winograd) against {med[False]:.3f} s "
+          f"with the direct conv (median of {windows}, alternated; faster in {faster} of {windows}): "
+          f"{med[False] / med[True]:.3f}x")
+
+
 def compare_tails(model: EDVR, h: int, w: int, reps: int = 6) -> None:
-    """``reconstruct`` with the x4 tail's compiled passes against the plain ops, alternated in this process."""
+    """``reconstruct`` with our compiled kernels (the x4 tail's compiled passes, Winograd convs) against the plain
+    ops, alternated in this process."""
     reconstruct = model.reconstruct.__wrapped__  # the untimed method
     fused = torch.randn(1, 64, h, w).contiguous(memory_format=torch.channels_last)
     center = torch.rand(1, 3, h, w)
@@ -112,7 +132,7 @@ def compare_tails(model: EDVR, h: int, w: int, reps: int = 6) -> None:
     model.dcn_backend = "compiled"
     med = {name: sorted(s[1:])[reps // 2] for name, s in times.items()}  # the first round compiles
     faster = sum(c < t for c, t in zip(times["compiled"][1:], times["torch"][1:]))
-    print(f"x4 tail: reconstruct {med['compiled'] * 1e3:.0f} ms with its compiled passes against "
+    print(f"x4 tail: reconstruct {med['compiled'] * 1e3:.0f} ms with compiled passes and Winograd convs against "
           f"{med['torch'] * 1e3:.0f} ms plain (median of {reps}, alternated; faster in {faster} of {reps}): "
           f"{med['torch'] / med['compiled']:.3f}x")
 

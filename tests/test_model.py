@@ -126,6 +126,26 @@ def test_reference_outputs_with_compiled_backend(name, tmp_path, monkeypatch):
     assert (out - fx["output"]).abs().max().item() < 1e-4
 
 
+def test_reference_output_with_winograd_convs(tmp_path, monkeypatch):
+    """The compiled backend with Winograd on every 3x3 conv over the full-size maps (the pyramid's finest level and
+    the x4 tail; by default only maps of >= 128x128 pixels): still the reference's output within 1e-4."""
+    from edvr.ops import compiled, winograd
+
+    monkeypatch.setattr(compiled, "_state", {"fns": {}, "error": None})
+    fx = load_fixture("public_sr_tiny")
+    x, expected = fx["input"][:1], fx["output"][:1]  # Winograd runs on batch 1, as restore does
+    monkeypatch.setattr(winograd, "MIN_PIXELS", x.shape[-2] * x.shape[-1])
+    torch.save({"params": fx["state_dict"]}, tmp_path / "w.pth")
+    model = edvr.load_model(tmp_path / "w.pth", dcn_backend="compiled")
+    with torch.inference_mode():
+        out = model(x)
+    assert compiled.error() is None
+    # It really ran: the output transforms of the 16-output convs, the DCN offset convs (216, split), upconv1 (64),
+    # upconv2 (256) and conv_hr (64 at the output size).
+    assert compiled.variants(winograd._output_tiles) == 5
+    assert (out - expected).abs().max().item() < 1e-4
+
+
 def test_wrong_convention_is_caught_by_the_fixture():
     """The fixture is sensitive: swapping dy/dx moves the output by far more than the tolerance."""
     fx = load_fixture("public_sr_tiny")

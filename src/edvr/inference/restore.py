@@ -80,8 +80,9 @@ def default_padding_for(model: EDVR) -> str:
 
 
 # A CPU job of at least this many input pixels (frames x height x width; about 70 frames of 180x320) restores with
-# the compiled deformable conv when no backend was asked for: its compilation, seconds per input size (cached by
-# PyTorch after the first run), then pays off (it saved ~0.5 s per 180x320 frame of EDVR-M, benchmarks/README.md).
+# the compiled backend when no backend was asked for: its compilation (EDVR-M at 180x320: ~80 s the first time with
+# the Winograd convs, ~10 s once PyTorch has cached it on disk) then pays off (the compiled deformable conv and the
+# Winograd convs save ~1 s per 180x320 frame of EDVR-M, benchmarks/README.md).
 COMPILED_MIN_PIXELS = 4_000_000
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edvr.ops import compiled, deform_conv
+from edvr.ops import compiled, deform_conv, winograd
 
 # LeakyReLU slope of every activation in EDVR except the ReLU inside residual blocks.
 LRELU_SLOPE = 0.1
@@ -36,12 +36,36 @@ def lrelu_(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu_(x, LRELU_SLOPE)
 
 
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters, same results up to rounding) that runs with Winograd's F(4x4, 3x3) where
+    :func:`edvr.ops.winograd.applies`: CPU inference on the ``compiled`` backend, 3x3 convs over large maps."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = winograd_conv(self, [(x, 0)], self.bias)
+        return super().forward(x) if out is None else out[0]
+
+
+def winograd_conv(conv: nn.Conv2d, parts: list[tuple[torch.Tensor, int]], bias: torch.Tensor | None,
+                  split: tuple[int, ...] | None = None) -> list[torch.Tensor] | None:
+    """The sum over ``(x, start)`` in ``parts`` of the contributions of ``conv``'s input channels ``[start, start +
+    x.shape[1])``, plus ``bias``, by :func:`edvr.ops.winograd.conv2d`; None where Winograd does not apply here."""
+    if not all(winograd.applies(conv, x) for x, _ in parts):
+        return None
+    u = winograd.transformed(conv.weight)
+    return winograd.conv2d([(x, u[:, start:start + x.shape[1]]) for x, start in parts], bias, split)
+
+
 def split_conv(conv: nn.Conv2d, parts: tuple[torch.Tensor, ...], bias: bool = True) -> torch.Tensor:
     """``conv(torch.cat(parts, dim=1))`` computed as a sum of convs over the input-channel blocks of its weight.
 
     By linearity the two are equal (up to rounding); the split form needs no concatenated copy, and a part that
-    is the same in many calls (a frame's features, the reference frame) can be computed once and reused.
+    is the same in many calls (a frame's features, the reference frame) can be computed once and reused. With
+    Winograd the products of the parts are summed before the one output transform.
     """
+    starts = [sum(p.shape[1] for p in parts[:i]) for i in range(len(parts))]
+    fast = winograd_conv(conv, list(zip(parts, starts)), conv.bias if bias else None)
+    if fast is not None:
+        return fast[0]
     out = None
     start = 0
     for i, part in enumerate(parts):
@@ -54,6 +78,9 @@ def split_conv(conv: nn.Conv2d, parts: tuple[torch.Tensor, ...], bias: bool = Tr
 
 def conv_part(conv: nn.Conv2d, x: torch.Tensor, start: int, *, bias: bool) -> torch.Tensor:
     """The contribution of input channels ``[start, start + x.shape[1])`` of ``conv`` (with its bias if asked)."""
+    fast = winograd_conv(conv, [(x, start)], conv.bias if bias else None)
+    if fast is not None:
+        return fast[0]
     weight = conv.weight[:, start:start + x.shape[1]]
     return F.conv2d(x, weight, conv.bias if bias else None, conv.stride, conv.padding, conv.dilation, conv.groups)
 
@@ -68,12 +95,22 @@ def conv_pixel_shuffle(conv: nn.Conv2d, x: torch.Tensor, fast: bool = False) -> 
     :func:`edvr.ops.compiled.eligible` holds): the activation and the shuffle as one compiled pass, same numbers
     (a 720p map: 19 ms against 36 ms for the activation in place and the copy).
     """
-    c = conv.out_channels // 4
-    weight = conv.weight.unflatten(0, (c, 4)).transpose(0, 1).flatten(0, 1)
-    bias = None if conv.bias is None else conv.bias.view(c, 4).t().flatten()
-    y = F.conv2d(x, weight, bias, conv.stride, conv.padding)  # (N, (i, j, c), h, w)
+    bias = None if conv.bias is None else _shuffle_order(conv.bias)
+    y = None
+    if winograd.applies(conv, x):
+        u = winograd.transformed(conv.weight, "pixel_shuffle", _shuffle_order)
+        y = winograd.conv2d([(x, u)], bias)
+    if y is None:
+        y = F.conv2d(x, _shuffle_order(conv.weight), bias, conv.stride, conv.padding)  # (N, (i, j, c), h, w)
+    else:
+        y = y[0]
     out = compiled.run(_lrelu_shuffle, y) if fast else None
     return _shuffle(lrelu_(y)) if out is None else out
+
+
+def _shuffle_order(t: torch.Tensor) -> torch.Tensor:
+    """A conv's weight or bias with its output channels in the order (i, j, c) instead of (c, i, j)."""
+    return t.unflatten(0, (t.shape[0] // 4, 4)).transpose(0, 1).flatten(0, 1)
 
 
 def _shuffle(y: torch.Tensor) -> torch.Tensor:
@@ -126,8 +163,8 @@ class ResidualBlockNoBN(nn.Module):
 
     def __init__(self, num_feat: int = 64) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.conv2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv1 = Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv2 = Conv2d(num_feat, num_feat, 3, 1, 1)
         # The reference inits (BasicSR's default_init_weights, the original repo's initialize_weights): Kaiming normal
         # scaled by 0.1, zero bias, so a deep stack of fresh blocks starts close to the identity and trains stably.
         for conv in (self.conv1, self.conv2):
@@ -155,7 +192,7 @@ class DCNPack(nn.Module):
         self.deformable_groups = deformable_groups
         self.weight = nn.Parameter(torch.empty(num_feat, num_feat, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.empty(num_feat))
-        self.conv_offset = nn.Conv2d(num_feat, 3 * deformable_groups * kernel_size**2, kernel_size, 1, kernel_size // 2)
+        self.conv_offset = Conv2d(num_feat, 3 * deformable_groups * kernel_size**2, kernel_size, 1, kernel_size // 2)
         self.padding = kernel_size // 2
         self.layer_name = "dcn"  # set to the qualified name by the owning model, for the offset warning
         self.backend: str | None = None  # requested backend; None follows the context / environment at call time
@@ -178,6 +215,9 @@ class DCNPack(nn.Module):
         output does not: 97 against 81 GFLOP/s at 180x320, see benchmarks/README.md)."""
         conv = self.conv_offset
         k = 2 * conv.out_channels // 3
+        fast = winograd_conv(conv, [(offset_feat, 0)], conv.bias, split=(k, conv.out_channels - k))
+        if fast is not None:
+            return fast[0], torch.sigmoid(fast[1])
         offset = F.conv2d(offset_feat, conv.weight[:k], conv.bias[:k], conv.stride, conv.padding)
         mask = F.conv2d(offset_feat, conv.weight[k:], conv.bias[k:], conv.stride, conv.padding)
         return offset, torch.sigmoid(mask)
@@ -221,17 +261,17 @@ class PCDAlignment(nn.Module):
         self.dcn_pack = nn.ModuleDict()
         self.feat_conv = nn.ModuleDict()
         for level in ("l3", "l2", "l1"):
-            self.offset_conv1[level] = nn.Conv2d(num_feat * 2, num_feat, 3, 1, 1)
+            self.offset_conv1[level] = Conv2d(num_feat * 2, num_feat, 3, 1, 1)
             if level == "l3":
-                self.offset_conv2[level] = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+                self.offset_conv2[level] = Conv2d(num_feat, num_feat, 3, 1, 1)
             else:
-                self.offset_conv2[level] = nn.Conv2d(num_feat * 2, num_feat, 3, 1, 1)
-                self.offset_conv3[level] = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+                self.offset_conv2[level] = Conv2d(num_feat * 2, num_feat, 3, 1, 1)
+                self.offset_conv3[level] = Conv2d(num_feat, num_feat, 3, 1, 1)
             self.dcn_pack[level] = DCNPack(num_feat, deformable_groups)
             if level != "l3":
-                self.feat_conv[level] = nn.Conv2d(num_feat * 2, num_feat, 3, 1, 1)
-        self.cas_offset_conv1 = nn.Conv2d(num_feat * 2, num_feat, 3, 1, 1)
-        self.cas_offset_conv2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+                self.feat_conv[level] = Conv2d(num_feat * 2, num_feat, 3, 1, 1)
+        self.cas_offset_conv1 = Conv2d(num_feat * 2, num_feat, 3, 1, 1)
+        self.cas_offset_conv2 = Conv2d(num_feat, num_feat, 3, 1, 1)
         self.cas_dcnpack = DCNPack(num_feat, deformable_groups)
 
     def neighbour_terms(self, nbr: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -295,19 +335,19 @@ class TSAFusion(nn.Module):
     def __init__(self, num_feat: int = 64, num_frames: int = 5, center_frame_idx: int = 2) -> None:
         super().__init__()
         self.center_frame_idx = center_frame_idx
-        self.temporal_attn1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)  # embeds the centre frame
-        self.temporal_attn2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)  # embeds every frame
-        self.feat_fusion = nn.Conv2d(num_frames * num_feat, num_feat, 1, 1)
-        self.spatial_attn1 = nn.Conv2d(num_frames * num_feat, num_feat, 1)
-        self.spatial_attn2 = nn.Conv2d(num_feat * 2, num_feat, 1)
-        self.spatial_attn3 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.spatial_attn4 = nn.Conv2d(num_feat, num_feat, 1)
-        self.spatial_attn5 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.spatial_attn_l1 = nn.Conv2d(num_feat, num_feat, 1)
-        self.spatial_attn_l2 = nn.Conv2d(num_feat * 2, num_feat, 3, 1, 1)
-        self.spatial_attn_l3 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.spatial_attn_add1 = nn.Conv2d(num_feat, num_feat, 1)
-        self.spatial_attn_add2 = nn.Conv2d(num_feat, num_feat, 1)
+        self.temporal_attn1 = Conv2d(num_feat, num_feat, 3, 1, 1)  # embeds the centre frame
+        self.temporal_attn2 = Conv2d(num_feat, num_feat, 3, 1, 1)  # embeds every frame
+        self.feat_fusion = Conv2d(num_frames * num_feat, num_feat, 1, 1)
+        self.spatial_attn1 = Conv2d(num_frames * num_feat, num_feat, 1)
+        self.spatial_attn2 = Conv2d(num_feat * 2, num_feat, 1)
+        self.spatial_attn3 = Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.spatial_attn4 = Conv2d(num_feat, num_feat, 1)
+        self.spatial_attn5 = Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.spatial_attn_l1 = Conv2d(num_feat, num_feat, 1)
+        self.spatial_attn_l2 = Conv2d(num_feat * 2, num_feat, 3, 1, 1)
+        self.spatial_attn_l3 = Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.spatial_attn_add1 = Conv2d(num_feat, num_feat, 1)
+        self.spatial_attn_add2 = Conv2d(num_feat, num_feat, 1)
 
     @staticmethod
     def _pool(x: torch.Tensor) -> torch.Tensor:
@@ -352,12 +392,12 @@ class PredeblurModule(nn.Module):
     def __init__(self, num_in_ch: int = 3, num_feat: int = 64, hr_in: bool = False) -> None:
         super().__init__()
         self.hr_in = hr_in
-        self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
+        self.conv_first = Conv2d(num_in_ch, num_feat, 3, 1, 1)
         if hr_in:
-            self.stride_conv_hr1 = nn.Conv2d(num_feat, num_feat, 3, 2, 1)
-            self.stride_conv_hr2 = nn.Conv2d(num_feat, num_feat, 3, 2, 1)
-        self.stride_conv_l2 = nn.Conv2d(num_feat, num_feat, 3, 2, 1)
-        self.stride_conv_l3 = nn.Conv2d(num_feat, num_feat, 3, 2, 1)
+            self.stride_conv_hr1 = Conv2d(num_feat, num_feat, 3, 2, 1)
+            self.stride_conv_hr2 = Conv2d(num_feat, num_feat, 3, 2, 1)
+        self.stride_conv_l2 = Conv2d(num_feat, num_feat, 3, 2, 1)
+        self.stride_conv_l3 = Conv2d(num_feat, num_feat, 3, 2, 1)
         self.resblock_l3 = ResidualBlockNoBN(num_feat)
         self.resblock_l2_1 = ResidualBlockNoBN(num_feat)
         self.resblock_l2_2 = ResidualBlockNoBN(num_feat)

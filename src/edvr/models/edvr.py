@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edvr.models.blocks import (
+    Conv2d,
     DCNPack,
     PCDAlignment,
     PredeblurModule,
@@ -29,7 +30,7 @@ from edvr.models.blocks import (
     lrelu_,
     residual_blocks,
 )
-from edvr.ops import compiled
+from edvr.ops import compiled, winograd
 
 Pyramid = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -113,30 +114,30 @@ class EDVR(nn.Module):
 
         if with_predeblur:
             self.predeblur = PredeblurModule(num_in_ch, nf, hr_in=hr_in)
-            self.conv_1x1 = nn.Conv2d(nf, nf, 1, 1)
+            self.conv_1x1 = Conv2d(nf, nf, 1, 1)
         else:
-            self.conv_first = nn.Conv2d(num_in_ch, nf, 3, 1, 1)
+            self.conv_first = Conv2d(num_in_ch, nf, 3, 1, 1)
             if hr_in:  # the original repo's "Stage 2" models: strided convs without PreDeblur
-                self.stride_conv_hr1 = nn.Conv2d(nf, nf, 3, 2, 1)
-                self.stride_conv_hr2 = nn.Conv2d(nf, nf, 3, 2, 1)
+                self.stride_conv_hr1 = Conv2d(nf, nf, 3, 2, 1)
+                self.stride_conv_hr2 = Conv2d(nf, nf, 3, 2, 1)
         self.feature_extraction = residual_blocks(num_extract_block, nf)
-        self.conv_l2_1 = nn.Conv2d(nf, nf, 3, 2, 1)
-        self.conv_l2_2 = nn.Conv2d(nf, nf, 3, 1, 1)
-        self.conv_l3_1 = nn.Conv2d(nf, nf, 3, 2, 1)
-        self.conv_l3_2 = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.conv_l2_1 = Conv2d(nf, nf, 3, 2, 1)
+        self.conv_l2_2 = Conv2d(nf, nf, 3, 1, 1)
+        self.conv_l3_1 = Conv2d(nf, nf, 3, 2, 1)
+        self.conv_l3_2 = Conv2d(nf, nf, 3, 1, 1)
 
         if with_alignment:
             self.pcd_align = PCDAlignment(nf, deformable_groups)
         if with_tsa:
             self.fusion: nn.Module = TSAFusion(nf, num_frames, cfg.center)
         else:
-            self.fusion = nn.Conv2d(num_frames * nf, nf, 1, 1)
+            self.fusion = Conv2d(num_frames * nf, nf, 1, 1)
 
         self.reconstruction = residual_blocks(num_reconstruct_block, nf)
-        self.upconv1 = nn.Conv2d(nf, nf * 4, 3, 1, 1)
-        self.upconv2 = nn.Conv2d(nf, 64 * 4, 3, 1, 1)  # the second stage always goes to 64 channels
-        self.conv_hr = nn.Conv2d(64, 64, 3, 1, 1)
-        self.conv_last = nn.Conv2d(64, num_out_ch, 3, 1, 1)
+        self.upconv1 = Conv2d(nf, nf * 4, 3, 1, 1)
+        self.upconv2 = Conv2d(nf, 64 * 4, 3, 1, 1)  # the second stage always goes to 64 channels
+        self.conv_hr = Conv2d(64, 64, 3, 1, 1)
+        self.conv_last = Conv2d(64, num_out_ch, 3, 1, 1)
 
         for name, module in self.named_modules():
             if isinstance(module, DCNPack):
@@ -163,6 +164,12 @@ class EDVR(nn.Module):
         """Parameters of the TSA fusion module (trained alone during the warm-up of the official recipes)."""
         return list(self.fusion.parameters()) if self.config.with_tsa else []
 
+    def fast_kernels(self, *tensors: torch.Tensor) -> bool:
+        """Whether our compiled CPU kernels replace PyTorch's ops here: the ``compiled`` backend and plain CPU
+        inference (:func:`edvr.ops.compiled.eligible`). Then the large 3x3 convs run with Winograd
+        (:mod:`edvr.ops.winograd`) and two passes of the x4 tail run compiled (:meth:`reconstruct`)."""
+        return self.dcn_backend == "compiled" and compiled.eligible(*tensors)
+
     # ---------------------------------------------------------------- forward, in three cacheable parts
     def encode(self, frames: torch.Tensor) -> Pyramid:
         """Per-frame features. ``frames``: ``(N, C, H, W)`` (H, W multiples of :attr:`EDVRConfig.multiple`);
@@ -170,21 +177,25 @@ class EDVR(nn.Module):
 
         The whole network runs channels_last: 3x3 convs ran 1.2-1.5x faster in it on CPU (benchmarks/README.md)."""
         frames = frames.contiguous(memory_format=torch.channels_last)
-        if self.config.with_predeblur:
-            feat_l1 = self.conv_1x1(self.predeblur(frames))
-        else:
-            feat_l1 = lrelu_(self.conv_first(frames))
-            if self.config.hr_in:
-                feat_l1 = lrelu_(self.stride_conv_hr2(lrelu_(self.stride_conv_hr1(feat_l1))))
-        feat_l1 = self.feature_extraction(feat_l1)
-        feat_l2 = lrelu_(self.conv_l2_2(lrelu_(self.conv_l2_1(feat_l1))))
-        feat_l3 = lrelu_(self.conv_l3_2(lrelu_(self.conv_l3_1(feat_l2))))
+        with winograd.enabled(self.fast_kernels(frames)):
+            if self.config.with_predeblur:
+                feat_l1 = self.conv_1x1(self.predeblur(frames))
+            else:
+                feat_l1 = lrelu_(self.conv_first(frames))
+                if self.config.hr_in:
+                    feat_l1 = lrelu_(self.stride_conv_hr2(lrelu_(self.stride_conv_hr1(feat_l1))))
+            feat_l1 = self.feature_extraction(feat_l1)
+            feat_l2 = lrelu_(self.conv_l2_2(lrelu_(self.conv_l2_1(feat_l1))))
+            feat_l3 = lrelu_(self.conv_l3_2(lrelu_(self.conv_l3_1(feat_l2))))
         return feat_l1, feat_l2, feat_l3
 
     def alignment_terms(self, feat: Pyramid) -> list[torch.Tensor]:
         """The per-frame share of PCD's first offset convs (see :meth:`PCDAlignment.neighbour_terms`): like
         :meth:`encode`, it depends on one frame only, so streaming computes it once per frame."""
-        return self.pcd_align.neighbour_terms(list(feat)) if self.config.with_alignment else []
+        if not self.config.with_alignment:
+            return []
+        with winograd.enabled(self.fast_kernels(*feat)):
+            return self.pcd_align.neighbour_terms(list(feat))
 
     def align_and_fuse(self, feats: list[Pyramid], terms: list[list[torch.Tensor]] | None = None) -> torch.Tensor:
         """``feats``: the T frames' pyramids, each level ``(B, nf, h_l, w_l)``; returns fused ``(B, nf, h, w)``.
@@ -192,6 +203,10 @@ class EDVR(nn.Module):
         ``terms``: each frame's :meth:`alignment_terms`, if already computed (streaming caches them)."""
         if len(feats) != self.config.num_frames:
             raise ValueError(f"this model takes {self.config.num_frames} frames, got {len(feats)}")
+        with winograd.enabled(self.fast_kernels(*feats[self.center_frame_idx])):
+            return self._align_and_fuse(feats, terms)
+
+    def _align_and_fuse(self, feats: list[Pyramid], terms: list[list[torch.Tensor]] | None) -> torch.Tensor:
         if not self.config.with_alignment:
             aligned = [f[0] for f in feats]
         else:
@@ -208,12 +223,13 @@ class EDVR(nn.Module):
         """``fused``: ``(B, nf, h, w)``; ``center``: the centre input frame ``(B, C, H, W)``; returns
         ``(B, C, scale*H, scale*W)``.
 
-        With the ``compiled`` DCN backend (CPU inference), two passes of the x4 tail run compiled too: the
-        activation + pixel shuffle (same numbers) and the last conv + base (same sums in another order)."""
-        fast = self.dcn_backend == "compiled" and compiled.eligible(fused, center)
-        out = self.reconstruction(fused.contiguous(memory_format=torch.channels_last))
-        out = conv_pixel_shuffle(self.upconv2, conv_pixel_shuffle(self.upconv1, out, fast), fast)
-        out = lrelu_(self.conv_hr(out))
+        With :meth:`fast_kernels`, two passes of the x4 tail run compiled: the activation + pixel shuffle (same
+        numbers) and the last conv + base (same sums in another order)."""
+        fast = self.fast_kernels(fused, center)
+        with winograd.enabled(fast):
+            out = self.reconstruction(fused.contiguous(memory_format=torch.channels_last))
+            out = conv_pixel_shuffle(self.upconv2, conv_pixel_shuffle(self.upconv1, out, fast), fast)
+            out = lrelu_(self.conv_hr(out))
         base = center if self.config.hr_in else F.interpolate(center, scale_factor=4, mode="bilinear",
                                                               align_corners=False)
         result = conv_add_compiled(self.conv_last, out, base) if fast else None

@@ -1,6 +1,6 @@
 """Small loops that ``torch.compile`` (inductor) turns into C++, for CPU inference: the deformable conv's bilinear
-sampling (:mod:`edvr.ops.deform_conv`, backend ``compiled``) and, on the same runs, two passes of the x4 tail
-(:mod:`edvr.models.blocks`). Each is written as plain tensor ops, which run eagerly would materialise every
+sampling (:mod:`edvr.ops.deform_conv`, backend ``compiled``) and, on the same runs, the transforms of the Winograd
+convs (:mod:`edvr.ops.winograd`) and two passes of the x4 tail (:mod:`edvr.models.blocks`). Each is written as plain tensor ops, which run eagerly would materialise every
 intermediate; compiled, they become one loop each.
 
 Every function gets one compiled copy per input shape (static shapes: with symbolic sizes the C++ compiler
@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-MAX_VARIANTS = 48
+MAX_VARIANTS = 96  # EDVR-M at one input size needs ~20
 
 _state: dict = {"fns": {}, "error": None}
 
