@@ -279,8 +279,9 @@ def restore_video(
         dev = torch.device("cuda", _local_rank()) if cuda_rank else pick_device(device)
         dcn_backend = job_dcn_backend(dcn_backend, dev, info.num_frames_hint, info.height, info.width)
         if dcn_backend == "compiled" and not quiet and rank == 0:
-            print("edvr restore: the deformable convs run compiled; the first frame waits for the compilation "
-                  "(seconds per pyramid level, once per frame size: PyTorch caches it)", file=sys.stderr, flush=True)
+            print("edvr restore: the deformable convs and the Winograd convs run compiled; the first frame waits for "
+                  "the compilation (about a minute the first time for a frame size, seconds once PyTorch has cached "
+                  "it)", file=sys.stderr, flush=True)
         net = _resolve_model(model, dev, dcn_backend)
         net2 = None if stage2 is None else _resolve_model(stage2, dev, dcn_backend)
         if net2 is not None and not net2.config.hr_in:

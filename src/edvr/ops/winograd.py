@@ -10,9 +10,10 @@ channels of channels_last maps, and the products one ``bmm``, in bands of tile r
 stay in cache. A conv over a concatenation of maps (EDVR's split-weight convs) sums its products before the one
 output transform; the transformed weights (``G g G^T``, in float64 then rounded) are kept until the weights change.
 
-Measured with ``python benchmarks/winograd.py`` at EDVR-M's shapes: 1.2-1.4x oneDNN's direct conv on 180x320 maps,
-~1.1x on the 360x640 and 720x1280 maps of the x4 tail, nothing on 90x160 (so smaller maps keep the direct conv:
-:data:`MIN_PIXELS`). The results differ from the direct conv's by rounding only: ~5e-5 per conv on unit-sized random
+Measured with ``python benchmarks/winograd.py`` at EDVR-M's shapes: 1.1-1.35x oneDNN's direct conv on 180x320 maps
+(the most for 216 and 256 outputs), 1.0-1.25x on the 360x640 and 720x1280 maps of the x4 tail, slower on 90x160
+(so smaller maps keep the direct conv: :data:`MIN_PIXELS`); the whole restore path of EDVR-M at 180x320 runs
+1.08-1.18x faster. The results differ from the direct conv's by rounding only: ~5e-5 per conv on unit-sized random
 data against ~1e-5 for the direct conv (both measured from float64), 1e-7 on a whole EDVR-M.
 """
 
@@ -64,8 +65,9 @@ def enabled(on: bool = True) -> Iterator[None]:
 
 
 def applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
-    """Whether ``conv(x)`` runs with Winograd here: :data:`ENABLED`, inside :func:`enabled`, a 3x3 conv with stride 1, padding 1 and
-    no groups, over one large channels_last map (batch 1, >= :data:`MIN_CHANNELS` channels, >= :data:`MIN_PIXELS`)."""
+    """Whether ``conv(x)`` runs with Winograd here: :data:`ENABLED`, inside :func:`enabled`, a 3x3 conv with
+    stride 1, padding 1 and no groups, over one large channels_last map (batch 1, at least :data:`MIN_CHANNELS`
+    channels and :data:`MIN_PIXELS` pixels)."""
     return (
         ENABLED and _active.get()
         and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
@@ -97,9 +99,9 @@ def transformed(weight: torch.Tensor, key: str = "", prepare: Callable[[torch.Te
 def conv2d(parts: Sequence[tuple[torch.Tensor, torch.Tensor]], bias: torch.Tensor | None,
            split: Sequence[int] | None = None) -> list[torch.Tensor] | None:
     """``sum_i conv2d(x_i, w_i) + bias`` (padding 1) for ``parts = [(x_i, transformed(w_i)), ...]``: channels_last
-    maps of one size, batch 1. Returns the result as one channels_last map, or as several when ``split`` gives their
-    channel counts (a conv whose outputs serve as two tensors, without a copy). None where :func:`edvr.ops.compiled.run`
-    declines: then compute it the direct way."""
+    maps of one size, batch 1. Returns the result as one channels_last map, or as several when ``split`` gives
+    their channel counts (a conv whose outputs serve as two tensors, without a copy). None where
+    :func:`edvr.ops.compiled.run` declines: then compute it the direct way."""
     x0 = parts[0][0]
     h, w = x0.shape[-2:]
     th, tw = -(-h // TILE), -(-w // TILE)
