@@ -135,6 +135,7 @@ def test_reference_output_with_winograd_convs(tmp_path, monkeypatch):
     fx = load_fixture("public_sr_tiny")
     x, expected = fx["input"][:1], fx["output"][:1]  # Winograd runs on batch 1, as restore does
     monkeypatch.setattr(winograd, "MIN_PIXELS", x.shape[-2] * x.shape[-1])
+    monkeypatch.setattr(winograd, "ENABLED", True)
     torch.save({"params": fx["state_dict"]}, tmp_path / "w.pth")
     model = edvr.load_model(tmp_path / "w.pth", dcn_backend="compiled")
     with torch.inference_mode():

@@ -12,13 +12,16 @@ from edvr.ops import compiled, winograd
 
 @pytest.fixture
 def everywhere(monkeypatch):
-    """Winograd on any map size, a fresh set of compiled variants."""
+    """Winograd on any map size (whatever EDVR_WINOGRAD says), bands of 1-2 tile rows, fresh compiled variants."""
     monkeypatch.setattr(compiled, "_state", {"fns": {}, "error": None})
+    monkeypatch.setattr(winograd, "ENABLED", True)
     monkeypatch.setattr(winograd, "MIN_PIXELS", 0)
+    monkeypatch.setattr(winograd, "BAND_VALUES", 128)
 
 
 def inputs(*channels: int) -> list[torch.Tensor]:
-    # 10x14: not whole 4x4 tiles, so the border tiles and the clipped last band are exercised.
+    # 10x14: 3x4 tiles, the last ones partly outside; in bands of 2 (16 outputs: the second band overlaps the
+    # first) or 1 tile row (54 and 64 outputs), the last band clipped to the map.
     return [torch.randn(1, c, 10, 14).contiguous(memory_format=torch.channels_last) for c in channels]
 
 
