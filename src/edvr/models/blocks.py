@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -46,12 +47,14 @@ class Conv2d(nn.Conv2d):
 
 
 def winograd_conv(conv: nn.Conv2d, parts: list[tuple[torch.Tensor, int]], bias: torch.Tensor | None,
-                  split: tuple[int, ...] | None = None) -> list[torch.Tensor] | None:
+                  split: tuple[int, ...] | None = None, order: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                  ) -> list[torch.Tensor] | None:
     """The sum over ``(x, start)`` in ``parts`` of the contributions of ``conv``'s input channels ``[start, start +
-    x.shape[1])``, plus ``bias``, by :func:`edvr.ops.winograd.conv2d`; None where Winograd does not apply here."""
+    x.shape[1])``, plus ``bias``, by :func:`edvr.ops.winograd.conv2d`; None where Winograd does not apply here.
+    ``order``: a permutation of the weight's output channels (``bias`` is given in that order already)."""
     if not all(winograd.applies(conv, x) for x, _ in parts):
         return None
-    u = winograd.transformed(conv.weight)
+    u = winograd.transformed(conv.weight, "" if order is None else order.__name__, order)
     return winograd.conv2d([(x, u[:, start:start + x.shape[1]]) for x, start in parts], bias, split)
 
 
@@ -67,12 +70,9 @@ def split_conv(conv: nn.Conv2d, parts: tuple[torch.Tensor, ...], bias: bool = Tr
     if fast is not None:
         return fast[0]
     out = None
-    start = 0
-    for i, part in enumerate(parts):
-        c = part.shape[1]
+    for i, (part, start) in enumerate(zip(parts, starts)):
         term = conv_part(conv, part, start, bias=bias and i == 0)
         out = term if out is None else out.add_(term)
-        start += c
     return out
 
 
@@ -96,10 +96,7 @@ def conv_pixel_shuffle(conv: nn.Conv2d, x: torch.Tensor, fast: bool = False) -> 
     (a 720p map: 19 ms against 36 ms for the activation in place and the copy).
     """
     bias = None if conv.bias is None else _shuffle_order(conv.bias)
-    y = None
-    if winograd.applies(conv, x):
-        u = winograd.transformed(conv.weight, "pixel_shuffle", _shuffle_order)
-        y = winograd.conv2d([(x, u)], bias)
+    y = winograd_conv(conv, [(x, 0)], bias, order=_shuffle_order)
     if y is None:
         y = F.conv2d(x, _shuffle_order(conv.weight), bias, conv.stride, conv.padding)  # (N, (i, j, c), h, w)
     else:

@@ -1,7 +1,7 @@
 """Small loops that ``torch.compile`` (inductor) turns into C++, for CPU inference: the deformable conv's bilinear
 sampling (:mod:`edvr.ops.deform_conv`, backend ``compiled``) and, on the same runs, the transforms of the Winograd
-convs (:mod:`edvr.ops.winograd`) and two passes of the x4 tail (:mod:`edvr.models.blocks`). Each is written as plain tensor ops, which run eagerly would materialise every
-intermediate; compiled, they become one loop each.
+convs (:mod:`edvr.ops.winograd`) and two passes of the x4 tail (:mod:`edvr.models.blocks`). Each is written as
+plain tensor ops, which run eagerly would materialise every intermediate; compiled, they become one loop each.
 
 Every function gets one compiled copy per input shape (static shapes: with symbolic sizes the C++ compiler
 optimised the index arithmetic less, 30-33 ms against 19.5 ms per 180x320 sampling call), each from a fresh copy of

@@ -18,8 +18,8 @@ Backends:
   C++ compiler at run time and costs seconds of compilation per input size (cached on disk by PyTorch). Where it
   cannot run (autograd, export, other devices or dtypes, no compiler) it falls back to the torch backend, which
   gives the same numbers up to float rounding. An EDVR model on this backend also runs its large 3x3 convs with
-  Winograd (:mod:`edvr.ops.winograd`) and two passes of its x4 tail compiled (:meth:`edvr.models.edvr.EDVR.
-  fast_kernels`); the compiling itself is :mod:`edvr.ops.compiled`.
+  Winograd (:mod:`edvr.ops.winograd`) and two passes of its x4 tail compiled
+  (:meth:`edvr.models.edvr.EDVR.fast_kernels`); the compiling itself is :mod:`edvr.ops.compiled`.
 - ``"torchvision"``: ``torchvision.ops.deform_conv2d`` (compiled kernels; needs torchvision).
 - ``"auto"``: the faster one available for the device without compiling: the torch backend on CPU and MPS
   (torchvision's CPU kernel is a serial scalar loop, measured ~6x slower), torchvision's CUDA kernel on CUDA when
