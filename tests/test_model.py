@@ -15,6 +15,7 @@ from edvr.models.convert import infer_config, read_checkpoint, save_checkpoint, 
 from edvr.models.edvr import EDVR, EDVRConfig
 from edvr.models.zoo import MODELS
 from edvr.ops.deform_conv import torchvision_available
+from edvr.training.checkpoint import save_training_state
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 FIXTURES = ["public_sr_tiny", "public_deblur_tiny"]
@@ -69,7 +70,8 @@ def run(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", FIXTURES)
-@pytest.mark.parametrize("fmt", ["basicsr", "basicsr_ema", "original", "original_module", "mmagic", "ours", "bare"])
+@pytest.mark.parametrize("fmt", ["basicsr", "basicsr_ema", "original", "original_module", "mmagic", "ours", "bare",
+                                 "train_state", "train_state_ema"])
 def test_reference_outputs_reproduced_through_every_format(name, fmt, tmp_path):
     fx = load_fixture(name)
     sd = fx["state_dict"]
@@ -91,6 +93,10 @@ def test_reference_outputs_reproduced_through_every_format(name, fmt, tmp_path):
         cfg = dict(fx["config"])
         cfg["num_frames"] = cfg.pop("num_frame")
         save_checkpoint(sd, EDVRConfig(**cfg), path)
+    elif fmt.startswith("train_state"):  # edvr's own latest.pt; with EMA, its weights are the EMA's
+        zeros = {k: torch.zeros_like(v) for k, v in sd.items()}
+        state = {"model": zeros, "ema": sd} if fmt == "train_state_ema" else {"model": sd, "ema": None}
+        path = save_training_state({**state, "optimizer": {}}, tmp_path / "checkpoints", 100, keep=1)
     else:
         torch.save(sd, path)
     model = edvr.load_model(path, dcn_backend="torch")
@@ -301,13 +307,15 @@ def test_compiled_tail_passes_equal_the_plain_ops(monkeypatch):
     assert compiled.error() is not None and not compiled.eligible(x)
 
 
-def test_infer_config_sees_every_architecture_choice():
+def test_infer_config_sees_every_architecture_choice(tmp_path):
     for kw in (dict(), dict(with_tsa=False), dict(num_frames=7), dict(hr_in=True, with_predeblur=True),
                dict(with_predeblur=True), dict(hr_in=True), dict(num_feat=16, deformable_groups=4),
                dict(num_extract_block=3, num_reconstruct_block=2), dict(with_alignment=False, deformable_groups=1),
                dict(with_alignment=False, with_tsa=False, deformable_groups=1)):
         model = tiny(**kw)
         assert infer_config(model.state_dict()) == model.config, kw
+        torch.save(model.state_dict(), tmp_path / "bare.pth")  # and from a file: the naming is recognised too
+        assert edvr.load_model(tmp_path / "bare.pth").config == model.config, kw
 
 
 def test_without_alignment_the_neighbours_reach_fusion_unaligned():

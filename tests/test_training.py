@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _train_helpers import FramesDataset, PoisonedDataset, decode_frames, tiny_config  # noqa: E402
 
 from edvr.errors import InputError  # noqa: E402
+from edvr.models.blocks import _warned_layers  # noqa: E402
 from edvr.training import checkpoint as ckpt  # noqa: E402
 from edvr.training.distributed import ResumableSampler, SeededDataset  # noqa: E402
 from edvr.training.losses import charbonnier_loss  # noqa: E402
@@ -155,6 +157,29 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, train_set):
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "b/tiny/checkpoints")] == ["iter_0000002.pt"]
     latest = torch.load(tmp_path / "b/tiny/checkpoints/latest.pt", weights_only=True)["model"]
     assert all(torch.equal(latest[k], good[k]) for k in good)
+
+
+def test_offset_magnitudes_are_logged_and_a_blow_up_is_named(tmp_path, train_set):
+    def offsets_logged(log: str) -> list[float]:
+        return [float(v) for v in re.findall(r"\|offset\| (\S+)", log)]
+
+    cfg = tiny_config(tmp_path / "calm", iterations=4)
+    cfg.logging.print_interval = 1
+    train(cfg, train_set=train_set)
+    log = (tmp_path / "calm/tiny/train.log").read_text()
+    calm = offsets_logged(log)
+    assert len(calm) == 4 and max(calm) < 1.0 and "mean |offset|" not in log  # offsets start at zero, move slowly
+
+    # Offset convs stepped 10^4 times harder: after one update they point far outside the 8x8 LQ patches.
+    cfg = tiny_config(tmp_path / "wild", iterations=4, dcn_lr_mult=1e4)
+    cfg.logging.print_interval = 1
+    _warned_layers.clear()  # each layer warns once per process
+    with pytest.warns(RuntimeWarning):  # the module's own warning, for training loops other than ours
+        train(cfg, train_set=train_set)
+    log = (tmp_path / "wild/tiny/train.log").read_text()
+    assert max(offsets_logged(log)) > 50
+    warned = [line for line in log.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and re.search(r"pcd_align\.\S+ has mean \|offset\| \S+ px: .* train\.dcn_lr_mult", warned[0])
 
 
 def test_training_on_real_frames_lowers_the_loss_and_beats_bicubic(tmp_path):

@@ -96,7 +96,10 @@ def run_rows(args: argparse.Namespace, root: Path, overrides_all: list[str]) -> 
         train_s = time.time() - tic
         with torch.no_grad():
             r = score(model, f"{args.data}/heldout", name=f"ablation_{row}", max_frames=args.max_frames)
-        r.update(label=label, iterations=n, params=sum(p.numel() for p in model.parameters()),
+        # The loop's warning that PCD's offsets ran off the frames: then the row is a single-frame network.
+        diverged = "has mean |offset|" in (cfg.run_dir / "train.log").read_text()
+        r.update(label=label + (" [offsets diverged]" if diverged else ""), iterations=n,
+                 params=sum(p.numel() for p in model.parameters()),
                  train_and_eval_s=round(time.time() - tic), train_s=round(train_s))
         results[row] = r
         out_json.parent.mkdir(parents=True, exist_ok=True)

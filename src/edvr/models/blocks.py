@@ -193,6 +193,8 @@ class DCNPack(nn.Module):
         self.padding = kernel_size // 2
         self.layer_name = "dcn"  # set to the qualified name by the owning model, for the offset warning
         self.backend: str | None = None  # requested backend; None follows the context / environment at call time
+        # mean |offset| of the last training call (a 0-d tensor, not synced): the training loop logs it
+        self.offset_magnitude: torch.Tensor | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -228,10 +230,11 @@ class DCNPack(nn.Module):
         )
 
     def _warn_if_offsets_large(self, offset: torch.Tensor) -> None:
-        # Checked in training only: it costs a reduction and a device sync on every call.
+        # Checked in training only: it costs a reduction, and a device sync on every call until it has warned.
+        self.offset_magnitude = offset.detach().abs().mean()
         if self.layer_name in _warned_layers:
             return
-        mean = offset.detach().abs().mean().item()
+        mean = self.offset_magnitude.item()
         if mean > OFFSET_WARN_THRESHOLD:
             _warned_layers.add(self.layer_name)
             warnings.warn(

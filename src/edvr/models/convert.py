@@ -70,7 +70,9 @@ MMAGIC_RULES: list[Rule] = [
 
 _ORIGINAL_MARKERS = ("tsa_fusion.", "recon_trunk.", "fea_L2_conv1.", "pcd_align.L1_", "HRconv.", "pre_deblur.")
 _MMAGIC_MARKERS = ("pcd_alignment.", "upsample1.upsample_conv.", "feat_l2_conv1.")
-_OURS_MARKERS = ("pcd_align.offset_conv1.", "pcd_align.dcn_pack.")
+# conv_l2_1 is there without PCD too (the ablation's with_alignment=False); the original names it fea_L2_conv1,
+# mmagic feat_l2_conv1, both checked first.
+_OURS_MARKERS = ("pcd_align.offset_conv1.", "pcd_align.dcn_pack.", "conv_l2_1.")
 
 
 @dataclass
@@ -121,7 +123,7 @@ def detect_naming(keys: list[str]) -> str:
     if has(_OURS_MARKERS):
         return "ours"
     shown = ", ".join(keys[:4]) or "no keys"
-    raise CheckpointError(f"not an EDVR checkpoint: no PCD alignment weights found (first keys: {shown})")
+    raise CheckpointError(f"not an EDVR checkpoint: no EDVR feature-pyramid or PCD weights found (first keys: {shown})")
 
 
 def to_our_names(sd: Mapping[str, torch.Tensor]) -> tuple[StateDict, str]:
@@ -231,6 +233,11 @@ def _read_pickle(path: Path, param_key: str | None) -> tuple[StateDict, str, str
     for key in ("params_ema", "params"):
         if isinstance(obj.get(key), dict):
             return obj[key], "basicsr", key
+    from edvr.training.checkpoint import FORMAT
+
+    if obj.get("format") == FORMAT:  # edvr's own training state (iter_N.pt, latest.pt): its EMA weights if it has them
+        key = "ema" if isinstance(obj.get("ema"), dict) else "model"
+        return obj[key], "state_dict", key
     if isinstance(obj.get("state_dict"), dict):  # mmagic / mmedit, also generic training states
         return obj["state_dict"], "state_dict", "state_dict"
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from edvr.config import Config, DatasetConfig
 from edvr.errors import CheckpointError, EdvrError, InputError
+from edvr.models.blocks import OFFSET_WARN_THRESHOLD
 from edvr.training import checkpoint as ckpt
 from edvr.training import distributed
 from edvr.training.distributed import DistInfo, ResumableSampler, SeededDataset
@@ -119,6 +120,7 @@ def train(cfg: Config, *, resume: str | None = None, train_set: Dataset | None =
     has_tsa = bool(model.tsa_parameters())
 
     nonfinite_streak = 0
+    offsets_warned = False
     if state is not None:
         _check_compatible(state, cfg, resume_path, log)
         model.load_state_dict(state["model"])
@@ -212,11 +214,20 @@ def train(cfg: Config, *, resume: str | None = None, train_set: Dataset | None =
             rate = (it - tic_iter) / max(time.perf_counter() - tic, 1e-9)
             eta = (t.iterations - it) / max(rate, 1e-9)
             mean_loss = loss_sum / max(loss_count, 1)
+            offsets = _largest_offsets(model)
             log.info(f"iter {it}/{t.iterations}  loss {mean_loss:.5g}  lr {lr:.3g}  {rate:.2f} it/s  "
-                     f"eta {_hms(eta)}")
+                     f"eta {_hms(eta)}" + (f"  |offset| {offsets[1]:.3g}" if offsets else ""))
+            if offsets and offsets[1] > OFFSET_WARN_THRESHOLD and not offsets_warned:
+                offsets_warned = True
+                log.warn(f"iteration {it}: {offsets[0]} has mean |offset| {offsets[1]:.3g} px: the deformable convs "
+                         "sample ever farther from where they should, and once they sample outside the frames they "
+                         "get no gradient back, so alignment stops carrying the neighbours' information; restart "
+                         "with a lower train.dcn_lr_mult (e.g. 0.1) or train.lr")
             if writer is not None:
                 writer.add_scalar("train/loss", mean_loss, it)
                 writer.add_scalar("train/lr", lr, it)
+                if offsets:
+                    writer.add_scalar("train/max_mean_abs_offset", offsets[1], it)
             tic, tic_iter, loss_sum, loss_count = time.perf_counter(), it, 0.0, 0
 
         if val_set is not None and (it % t.val_interval == 0 or it == t.iterations):
@@ -438,6 +449,16 @@ def _progress_bar(total: int, initial: int, info: DistInfo):
 def _hms(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _largest_offsets(model: torch.nn.Module) -> tuple[str, float] | None:
+    """The DCN whose mean |offset| (in pixels, over its last training call) is largest: (name, value); None for a
+    model without deformable convs."""
+    seen = [(m.offset_magnitude.item(), m.layer_name) for m in model.dcn_modules() if m.offset_magnitude is not None]
+    if not seen:
+        return None
+    value, name = max(seen)
+    return name, value
 
 
 class _Log:
