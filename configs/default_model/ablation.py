@@ -82,7 +82,7 @@ def run_rows(args: argparse.Namespace, root: Path, overrides_all: list[str]) -> 
             f"data.train.root={args.data}/train", f"data.val.root={args.data}/heldout/GT", "data.val.max_items=1",
         ] + overrides_all
         cfg = load_config(HERE / "edvr_s_real_x4.yaml", dotted)
-        if row != "single" and cfg.model.num_frames != 5:  # e.g. --set model.num_frames=1: the label follows
+        if cfg.model.num_frames != 5:  # e.g. --set model.num_frames=1: a "5 frames" label follows
             label = label.replace("5 frames", f"{cfg.model.num_frames} frame{'s' * (cfg.model.num_frames > 1)}")
         tic = time.time()
         train(cfg, resume="auto")

@@ -224,13 +224,14 @@ class DCNPack(nn.Module):
     def forward(self, x: torch.Tensor, offset_feat: torch.Tensor) -> torch.Tensor:
         offset, mask = self.offsets_and_mask(offset_feat)
         if self.training:
-            self._warn_if_offsets_large(offset)
+            self._record_offsets(offset)
         return deform_conv.modulated_deform_conv2d(
             x, offset, mask, self.weight, self.bias, padding=self.padding, backend=self.backend
         )
 
-    def _warn_if_offsets_large(self, offset: torch.Tensor) -> None:
-        # Checked in training only: it costs a reduction, and a device sync on every call until it has warned.
+    def _record_offsets(self, offset: torch.Tensor) -> None:
+        # Training only: keeps the mean |offset| for the loop's log and warns the first time it passes the threshold;
+        # it costs a reduction, and a device sync on every call until it has warned.
         self.offset_magnitude = offset.detach().abs().mean()
         if self.layer_name in _warned_layers:
             return
