@@ -13,6 +13,8 @@ Sections (see benchmarks/README.md for what each measures and how to read it):
   cache    frames/s with and without the per-frame feature cache
   layout   channels_last vs the default layout for a 3x3 conv, and torch.compile where it works
   cuda     float32 vs autocast fp16 / bf16 (only where CUDA is available)
+  batch    the restore path restoring 1 window at a time vs 4 (--batch 4), on CUDA where available (float32 and
+           --half), else on CPU
 
 Alternatives are interleaved (A, B, A, B, ...) so that a noisy machine slows both alike; medians are quoted.
 FLOPs are counted by ``torch.utils.flop_counter`` on the meta device: convolutions and matrix products (2 per
@@ -343,6 +345,33 @@ def bench_cache(h: int, w: int, frames: int) -> dict:
             "ratio": fps["cache"] / fps["no_cache"], "identical": equal}
 
 
+def bench_batch(h: int, w: int, frames: int, reps: int, device: torch.device, batch: int = 4) -> dict:
+    """Whole-video restores (WindowRestorer) with one window per pass vs ``batch``, alternately; on CUDA also with
+    ``half`` (autocast). Each variant's output is compared with one window at a time in the same precision."""
+    model = edvr_m().to(device)
+    video = synthetic_video(frames, h, w, seed=2)
+    halves = (False, True) if device.type == "cuda" else (False,)
+    outs: dict[tuple[bool, int], dict] = {}
+
+    def run(half: bool, b: int) -> None:
+        outs[(half, b)] = dict(WindowRestorer(model, padding=PADDING, device=device, half=half,
+                                              batch=b).restore(enumerate(video)))
+
+    fns = {(half, b): (lambda half=half, b=b: run(half, b)) for half in halves for b in (1, batch)}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    t = interleaved(fns, reps, sync)
+    res: dict = {"device": str(device), "input": [h, w], "frames": frames, "batch": batch}
+    for half in halves:
+        name = "half" if half else "fp32"
+        fps = {b: frames / median(t[(half, b)]) for b in (1, batch)}
+        diff = max(float(np.abs(outs[(half, batch)][c] - outs[(half, 1)][c]).max()) for c in range(frames))
+        res[name] = {"fps_batch_1": fps[1], f"fps_batch_{batch}": fps[batch], "ratio": fps[batch] / fps[1],
+                     "max_abs_diff": diff}
+        print(f"  {device.type} {name}, {h}x{w}, {frames} frames: batch {batch} {fps[batch]:.3g} vs batch 1 "
+              f"{fps[1]:.3g} frames/s ({fps[batch] / fps[1]:.2f}x), max |difference| {diff:.2g}", flush=True)
+    return res
+
+
 def memory_child(n: int, h: int, w: int, tiny: bool) -> None:
     """(Run in a child process.) Restore an n-frame synthetic video through restore_frames; print peak RSS."""
     from edvr.inference.restore import restore_frames
@@ -506,6 +535,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             results["cuda"] = {"skipped": "CUDA not available"}
             print("cuda: not available here (skipped)", flush=True)
+    if "batch" not in skip:
+        print("batched windows:", flush=True)
+        if torch.cuda.is_available():
+            results["batch"] = bench_batch(*((64, 112) if q else (180, 320)), 16, reps, torch.device("cuda"))
+        else:
+            results["batch"] = bench_batch(*((36, 64) if q else (90, 160)), 8, 1 if not q else 2, cpu)
     results["peak_rss_mb_process"] = peak_rss_mb()
     if args.json:
         with open(args.json, "w") as f:
@@ -514,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-SECTIONS = ("dcn", "model", "dense", "memory", "cache", "layout", "cuda")
+SECTIONS = ("dcn", "model", "dense", "memory", "cache", "layout", "cuda", "batch")
 
 if __name__ == "__main__":
     sys.exit(main())

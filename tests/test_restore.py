@@ -82,6 +82,25 @@ def test_tiled_equals_untiled_within_1e3():
     assert max(np.abs(whole[c] - seams[c]).max() for c in whole) > 10 * err
 
 
+def test_batched_windows_equal_one_window_at_a_time():
+    model = tiny_model()
+    frames = real_frames(9, 36)
+    one = dict(WindowRestorer(model, padding="reflection_circle").restore(enumerate(frames)))
+    for batch, kw in ((2, {}), (4, {}), (16, {}), (3, {"tile": 16, "tile_overlap": 8}), (3, {"ensemble": "x8t"})):
+        ref = one if not kw else dict(WindowRestorer(model, padding="reflection_circle", **kw).restore(
+            enumerate(frames)))
+        out = dict(WindowRestorer(model, padding="reflection_circle", batch=batch, **kw).restore(enumerate(frames)))
+        assert sorted(out) == list(range(9)), (batch, kw)
+        assert max(np.abs(out[c] - ref[c]).max() for c in out) < 1e-5, (batch, kw)
+    # A part of the stream, as resumed segments read it: context from first_center - 4, stop before the end.
+    part = WindowRestorer(model, padding="reflection_circle", batch=2).restore(
+        ((i, frames[i]) for i in range(1, 9)), first_center=5, stop_center=8, total=9)
+    part = dict(part)
+    assert sorted(part) == [5, 6, 7] and max(np.abs(part[c] - one[c]).max() for c in part) < 1e-5
+    with pytest.raises(InputError, match="batch must be >= 1"):
+        WindowRestorer(model, padding="replicate", batch=0)
+
+
 def test_restore_frames_generator_and_short_streams():
     model = tiny_model()
     for n in (1, 2, 3, 6):
@@ -288,6 +307,7 @@ def test_bad_input_one_line_errors(tmp_path, model_file, capsys):
         ([str(src), "-o", str(src), "--overwrite"], "overwrite the input"),
         ([str(src), "-o", str(tmp_path / "nodir" / "o.mp4")], "does not exist"),
         ([str(src), "-o", str(tmp_path / "o.mp4"), "--padding", "mirror"], "padding"),
+        ([str(src), "-o", str(tmp_path / "o.mp4"), "--batch", "0"], "--batch 0"),
     ]
     for args, expected in cases:
         assert main(["restore", *args, *base]) == 2, args
@@ -373,3 +393,22 @@ def test_out_of_memory_falls_back_to_tiles(monkeypatch):
     monkeypatch.setattr(model, "encode", encode)
     tiled = dict(WindowRestorer(model, padding="replicate", tile=32, tile_overlap=8).restore(enumerate(frames)))
     assert all(np.array_equal(out[c], tiled[c]) for c in out)
+
+
+def test_out_of_memory_halves_the_batch_before_tiling(monkeypatch):
+    model = tiny_model()
+    frames = real_frames(7, 32)
+    reconstruct = model.reconstruct
+
+    def two_windows_at_most(fused, center):
+        if fused.shape[0] > 2:
+            raise torch.OutOfMemoryError("simulated: CUDA out of memory")
+        return reconstruct(fused, center)
+
+    monkeypatch.setattr(model, "reconstruct", two_windows_at_most)
+    restorer = WindowRestorer(model, padding="replicate", batch=8)
+    out = dict(restorer.restore(enumerate(frames)))
+    assert restorer.batch == 2 and restorer.tile is None and sorted(out) == list(range(7))
+    monkeypatch.setattr(model, "reconstruct", reconstruct)
+    one = dict(WindowRestorer(model, padding="replicate").restore(enumerate(frames)))
+    assert max(np.abs(out[c] - one[c]).max() for c in out) < 1e-5

@@ -28,7 +28,7 @@ from edvr.models.blocks import _warned_layers  # noqa: E402
 from edvr.training import checkpoint as ckpt  # noqa: E402
 from edvr.training.distributed import ResumableSampler, SeededDataset  # noqa: E402
 from edvr.training.losses import charbonnier_loss  # noqa: E402
-from edvr.training.loop import TrainingDiverged, set_tsa_only, train  # noqa: E402
+from edvr.training.loop import TrainingDiverged, _Log, init_from_pretrained, set_tsa_only, train  # noqa: E402
 from edvr.training.schedules import cosine_restart_lr, learning_rate  # noqa: E402
 
 HERE = Path(__file__).parent
@@ -236,6 +236,35 @@ def test_init_from_a_checkpoint_without_tsa_reports_missing_and_unexpected(tmp_p
     assert "fusion.weight" in ignored and "fusion.bias" in ignored
     state = torch.load(tmp_path / "tiny/checkpoints/latest.pt", weights_only=True)["model"]
     torch.testing.assert_close(state["conv_first.weight"], wo.state_dict()["conv_first.weight"], atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("old_frames, with_tsa", [(1, True), (3, False)])
+def test_init_from_fewer_frames_widens_the_fusion_so_training_starts_from_the_files_model(tmp_path, old_frames,
+                                                                                          with_tsa):
+    from edvr.models.convert import save_checkpoint
+    from edvr.models.edvr import EDVR
+
+    kwargs = {"num_feat": 8, "deformable_groups": 2, "num_extract_block": 1, "num_reconstruct_block": 1,
+              "with_tsa": with_tsa}
+    torch.manual_seed(0)
+    fewer = EDVR(num_frames=old_frames, **kwargs).eval()
+    path = save_checkpoint(fewer.state_dict(), fewer.config, tmp_path / "fewer.safetensors")
+    five = EDVR(num_frames=5, **kwargs)
+    init_from_pretrained(five, str(path), strict=False, log=_Log(tmp_path))
+    log = (tmp_path / "train.log").read_text()
+    widened = ["fusion.feat_fusion.weight", "fusion.spatial_attn1.weight"] if with_tsa else ["fusion.weight"]
+    assert f"widened from {old_frames} to 5 frames ({len(widened)}, " in log and all(k in log for k in widened), log
+    n = len(five.state_dict())
+    assert f"{n}/{n} tensors loaded" in log and "ignored" not in log, log
+
+    x = torch.rand(1, 5, 3, 16, 16)
+    first = 2 - old_frames // 2
+    with torch.no_grad():  # the new frames' weights are zero: the same function as the file's model
+        torch.testing.assert_close(five.eval()(x), fewer(x[:, first:first + old_frames]), atol=1e-5, rtol=0)
+    five.train()(x).square().mean().backward()  # ... and training reaches the new frames' weights
+    weight = dict(five.named_parameters())[widened[0]]
+    new_slots = torch.cat([weight.grad[:, :first * 8], weight.grad[:, (first + old_frames) * 8:]], dim=1)
+    assert new_slots.abs().min(dim=1).values.gt(0).all()
 
 
 def test_wrong_dataset_root_fails_at_start_naming_the_path(tmp_path):

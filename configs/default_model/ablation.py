@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="datasets/edvr_real")
     parser.add_argument("--max-frames", type=int, help="score only the first N frames of each held-out clip")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="recipe overrides applied to every row (e.g. model.num_feat=16 train.lr=2e-3)")
+                        help="recipe overrides applied to every row (e.g. model.num_feat=16 train.lr=2e-3); with "
+                        "--seeds, {seed} in a value becomes the seed (train.pretrained=runs/a/seed{seed}/...)")
     parser.add_argument("--seeds", help="comma-separated training seeds: every row once per seed (in ROOT/seedS), "
                         "then a table of the means")
     args = parser.parse_args(argv)
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     per_seed = {}
     for seed in args.seeds.split(","):
-        per_seed[seed] = run_rows(args, Path(args.root) / f"seed{seed}", args.set + [f"train.seed={seed}"])
+        overrides = [o.replace("{seed}", seed) for o in args.set] + [f"train.seed={seed}"]
+        per_seed[seed] = run_rows(args, Path(args.root) / f"seed{seed}", overrides)
         print(f"seed {seed}:\n{table(per_seed[seed])}", flush=True)
     print(f"mean of seeds {args.seeds}:\n{mean_table(per_seed)}")
     return 0

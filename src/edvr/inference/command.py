@@ -15,6 +15,8 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--model", help="model name (see `edvr models`) or checkpoint file; default: the shipped model")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     p.add_argument("--half", action="store_true", help="fp16/bf16 autocast on GPUs (ignored on CPU)")
+    p.add_argument("--batch", type=int, default=1, metavar="N",
+                   help="windows restored together (default 1); more keep a GPU busy on small frames, at more memory")
     p.add_argument("--tile", type=int, help="split frames into tiles of this many input pixels (saves memory)")
     p.add_argument("--tile-overlap", type=int, default=32, help="context around each tile, input pixels (default 32)")
     p.add_argument("--padding", help="temporal padding at clip ends: replicate, reflection, reflection_circle, circle "
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                 src, dst, args.model, device=device, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet,
                 padding=args.padding, tile=args.tile, tile_overlap=args.tile_overlap, half=args.half, codec=args.codec,
                 crf=args.crf, pix_fmt=args.pix_fmt, segment_frames=args.segment_frames, ensemble=ensemble,
-                stage2=args.stage2, dcn_backend=args.dcn_backend,
+                stage2=args.stage2, dcn_backend=args.dcn_backend, batch=args.batch,
             )
         except EdvrError as e:
             if len(inputs) == 1 or isinstance(e, CheckpointError):

@@ -115,6 +115,7 @@ def restore_frames(
     tile_overlap: int = 32,
     half: bool = False,
     dcn_backend: str | None = None,
+    batch: int = 1,
 ) -> Iterator[np.ndarray]:
     """Restore a stream of ``(H, W, 3)`` float RGB frames in [0, 1]; yields the restored frames in order.
 
@@ -123,7 +124,7 @@ def restore_frames(
     dev = pick_device(device)
     net = _resolve_model(model, dev, dcn_backend)
     restorer = WindowRestorer(net, padding=padding or default_padding_for(net), device=dev, half=half, tile=tile,
-                              tile_overlap=tile_overlap)
+                              tile_overlap=tile_overlap, batch=batch)
     for _, image in restorer.restore(enumerate(frames)):
         yield image
 
@@ -257,12 +258,15 @@ def restore_video(
     quiet: bool = False,
     dcn_backend: str | None = None,
     stage2: EDVR | str | Path | None = None,
+    batch: int = 1,
     **options,
 ) -> RestoreResult:
     """Restore the video file or frame folder ``src`` into ``dst`` (a video file, by its extension, else a folder of
     PNG frames). Options: see :class:`RestoreOptions`. Under ``torchrun`` every process calls this with the same
     arguments; the work is split by segments and rank 0 writes the final output. ``stage2``: a second, HR-input
-    EDVR that restores the (8-bit rounded) stage-1 output with its own temporal window, as in the paper."""
+    EDVR that restores the (8-bit rounded) stage-1 output with its own temporal window, as in the paper. ``batch``:
+    windows restored per pass (:class:`~edvr.inference.window.WindowRestorer`); like ``dcn_backend`` it changes speed,
+    not the result (beyond float rounding), so a run may resume with another value."""
     t0 = time.perf_counter()
     with _Ranks() as group:  # every check inside, so that a rank that fails stops the others
         opts = RestoreOptions(**options)
@@ -272,6 +276,8 @@ def restore_video(
         if opts.segment_frames < 16:
             # Longer than any temporal context, so that a resumed segment always re-reads the end of the stream.
             raise InputError(f"segment_frames must be >= 16, got {opts.segment_frames}")
+        if batch < 1:
+            raise InputError(f"--batch {batch}: must be >= 1 window")
         _check_paths(src, dst, overwrite=overwrite, resume=resume)
         info = video_io.probe(src)
         rank, world = group.rank, group.world
@@ -305,7 +311,7 @@ def restore_video(
 
         restorers = [
             WindowRestorer(m, padding=opts.padding, device=dev, half=opts.half, tile=opts.tile,
-                           tile_overlap=opts.tile_overlap, ensemble=opts.ensemble)
+                           tile_overlap=opts.tile_overlap, ensemble=opts.ensemble, batch=batch)
             for m in (net, net2) if m is not None
         ]
         k = opts.segment_frames

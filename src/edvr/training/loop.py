@@ -28,7 +28,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -43,6 +43,9 @@ from edvr.training import distributed
 from edvr.training.distributed import DistInfo, ResumableSampler, SeededDataset
 from edvr.training.losses import charbonnier_loss, l1_loss
 from edvr.training.schedules import learning_rate
+
+if TYPE_CHECKING:
+    from edvr.models.edvr import EDVRConfig
 
 
 class TrainingDiverged(EdvrError):
@@ -290,12 +293,18 @@ def init_from_pretrained(model: torch.nn.Module, path: str, *, strict: bool, log
         raise CheckpointError(f"{path}: does not fit the model exactly (train.pretrained_strict is true): "
                               f"{len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} mismatched")
     usable = {k: v for k, v in sd.items() if k in own and v.shape == own[k].shape}
-    model.load_state_dict(usable, strict=False)
+    widened = {k: w for k in own if k in sd and k not in usable
+               if (w := _widen_frames(sd[k], own[k], loaded.config, model.config)) is not None}
+    mismatched = [m for m in mismatched if m.split(" ")[0] not in widened]
+    model.load_state_dict({**usable, **widened}, strict=False)
 
     def listing(items: list[str]) -> str:
         return ", ".join(items[:6]) + (f", ... ({len(items) - 6} more)" if len(items) > 6 else "")
 
-    lines = [f"initialised from {path} ({loaded.format}): {len(usable)}/{len(own)} tensors loaded"]
+    lines = [f"initialised from {path} ({loaded.format}): {len(usable) + len(widened)}/{len(own)} tensors loaded"]
+    if widened:
+        lines.append(f"  widened from {loaded.config.num_frames} to {model.config.num_frames} frames ({len(widened)}, "
+                     f"the file's frames in the centre slots, zeros for the others): {listing(list(widened))}")
     if missing:
         lines.append(f"  kept at initialisation ({len(missing)}, not in the file): {listing(missing)}")
     if unexpected:
@@ -303,6 +312,24 @@ def init_from_pretrained(model: torch.nn.Module, path: str, *, strict: bool, log
     if mismatched:
         lines.append(f"  ignored ({len(mismatched)}, shape differs): {listing(mismatched)}")
     log.info("\n".join(lines))
+
+
+def _widen_frames(weight: torch.Tensor, own: torch.Tensor, file_cfg: EDVRConfig,
+                  model_cfg: EDVRConfig) -> torch.Tensor | None:
+    """A fusion conv's weight from a model with fewer frames, fitted to this one's (``None`` if it is not one).
+
+    The fusion convs take the T frames' features concatenated, ``T * num_feat`` input channels. The file's frames go to
+    the slots at the same distance from the centre and the new frames' slots get zeros, so the model starts out
+    computing exactly what the file's did, and training teaches it to use the new neighbours: e.g. a 5-frame EDVR
+    from a single-frame one (the way I3D inflated 2-D weights; here the new weights are zero, not copies)."""
+    nf, old_t, new_t = model_cfg.num_feat, file_cfg.num_frames, model_cfg.num_frames
+    first = model_cfg.center - file_cfg.center  # the slot of the file's first frame
+    if not (weight.dim() == own.dim() == 4 and weight.shape[0] == own.shape[0] and weight.shape[2:] == own.shape[2:]
+            and weight.shape[1] == old_t * nf and own.shape[1] == new_t * nf and 0 <= first <= new_t - old_t):
+        return None
+    out = torch.zeros_like(own)
+    out[:, first * nf:(first + old_t) * nf] = weight
+    return out
 
 
 def build_dataset_from_config(dcfg: DatasetConfig, cfg: Config) -> Dataset:
