@@ -122,7 +122,7 @@ def test_video_keeps_audio_timestamps_and_frame_count(tmp_path, model_file):
     assert stream_packets(dst, "audio") == stream_packets(src, "audio")
 
 
-def test_folder_in_and_out_equals_naive_windows(tmp_path, model_file):
+def test_folder_in_and_out_equals_naive_windows(tmp_path, model_file, monkeypatch):
     src = tmp_path / "frames"
     frames = frame_folder(src, real_frames(6, 24))  # what the restore really reads
     restore_video(src, tmp_path / "out", model_file, device="cpu", segment_frames=16, quiet=True)
@@ -133,6 +133,19 @@ def test_folder_in_and_out_equals_naive_windows(tmp_path, model_file):
         expected = to_uint8(naive(model, frames, i))
         got = np.round(video_io.read_image(tmp_path / "out" / f"img{i}.png") * 255).astype(np.uint8)
         assert np.array_equal(got, expected), i
+    # Four windows per pass from the command line: the same frames, up to a rounding flip of the last 8-bit level.
+    from edvr.inference import restore as restore_module
+
+    batches = []
+    restorer = restore_module.WindowRestorer
+    monkeypatch.setattr(restore_module, "WindowRestorer",
+                        lambda *a, **kw: batches.append(kw["batch"]) or restorer(*a, **kw))
+    assert main(["restore", str(src), "-o", str(tmp_path / "out4"), "--model", str(model_file), "--device", "cpu",
+                 "--quiet", "--batch", "4"]) == 0
+    for i in range(6):
+        a, b = (video_io.read_image(tmp_path / d / f"img{i}.png") for d in ("out", "out4"))
+        assert np.abs(a - b).max() <= 1 / 255 + 1e-6, i
+    assert batches == [4]
 
 
 def test_long_cpu_jobs_get_the_compiled_dcn(monkeypatch):

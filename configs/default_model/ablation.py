@@ -105,7 +105,8 @@ def run_rows(args: argparse.Namespace, root: Path, overrides_all: list[str]) -> 
         r.update(label=label + (" [offsets diverged]" if diverged else ""), iterations=n,
                  params=sum(p.numel() for p in model.parameters()),
                  train_and_eval_s=round(time.time() - tic), train_s=round(train_s))
-        results[row] = r
+        # Re-read before writing: another process may have scored other rows of this root meanwhile (--rows split).
+        results = {**(json.loads(out_json.read_text()) if out_json.exists() else {}), row: r}
         out_json.parent.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(results, indent=1))
     return results
