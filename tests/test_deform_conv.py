@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from edvr.models.blocks import DCNPack, _warned_layers
+from edvr.models.blocks import DCNPack
 from edvr.ops import compiled, deform_conv
 from edvr.ops.deform_conv import BackendUnavailableError, deform_conv2d_torch, torchvision_available
 
@@ -239,8 +239,7 @@ def test_backend_selection_order(monkeypatch):
         deform_conv.requested_backend()
 
 
-def test_large_offset_warning_once_and_names_the_layer():
-    _warned_layers.clear()
+def test_large_offset_warning_once_per_pack_and_names_the_layer():
     pack = DCNPack(8, deformable_groups=2)
     pack.layer_name = "pcd_align.dcn_pack.l1"
     torch.nn.init.constant_(pack.conv_offset.bias, 80.0)  # mean |offset| = 80 > 50
@@ -252,7 +251,11 @@ def test_large_offset_warning_once_and_names_the_layer():
         pack(x, x)
     msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(msgs) == 1 and "pcd_align.dcn_pack.l1" in msgs[0] and "80.0" in msgs[0]
-    _warned_layers.clear()
+    twin = DCNPack(8, deformable_groups=2)  # another model's pack of the same name still warns
+    twin.layer_name = pack.layer_name
+    twin.load_state_dict(pack.state_dict())
+    with pytest.warns(RuntimeWarning, match="pcd_align.dcn_pack.l1"):
+        twin.train()(x, x)
 
 
 def test_base_grid_cached_in_inference_mode_still_works_with_autograd():

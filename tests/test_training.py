@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _train_helpers import FramesDataset, PoisonedDataset, decode_frames, tiny_config  # noqa: E402
 
 from edvr.errors import InputError  # noqa: E402
-from edvr.models.blocks import _warned_layers  # noqa: E402
 from edvr.training import checkpoint as ckpt  # noqa: E402
 from edvr.training.distributed import ResumableSampler, SeededDataset  # noqa: E402
 from edvr.training.losses import charbonnier_loss  # noqa: E402
@@ -173,7 +172,6 @@ def test_offset_magnitudes_are_logged_and_a_blow_up_is_named(tmp_path, train_set
     # Offset convs stepped 10^4 times harder: after one update they point far outside the 8x8 LQ patches.
     cfg = tiny_config(tmp_path / "wild", iterations=4, dcn_lr_mult=1e4)
     cfg.logging.print_interval = 1
-    _warned_layers.clear()  # each layer warns once per process
     with pytest.warns(RuntimeWarning):  # the module's own warning, for training loops other than ours
         train(cfg, train_set=train_set)
     log = (tmp_path / "wild/tiny/train.log").read_text()

@@ -21,7 +21,6 @@ LRELU_SLOPE = 0.1
 # The reference warns when the mean |offset| of a DCN exceeds this: a known sign that training is diverging.
 OFFSET_WARN_THRESHOLD = 50.0
 LEVELS = ("l1", "l2", "l3")  # pyramid levels, finest first (the order of a frame's feature list)
-_warned_layers: set[str] = set()
 
 
 def lrelu(x: torch.Tensor) -> torch.Tensor:
@@ -195,6 +194,7 @@ class DCNPack(nn.Module):
         self.backend: str | None = None  # requested backend; None follows the context / environment at call time
         # mean |offset| of the last training call (a 0-d tensor, not synced): the training loop logs it
         self.offset_magnitude: torch.Tensor | None = None
+        self.offset_warned = False  # each pack warns once (per instance: every model of a process gets its warning)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -233,11 +233,11 @@ class DCNPack(nn.Module):
         # Training only: keeps the mean |offset| for the loop's log and warns the first time it passes the threshold;
         # it costs a reduction, and a device sync on every call until it has warned.
         self.offset_magnitude = offset.detach().abs().mean()
-        if self.layer_name in _warned_layers:
+        if self.offset_warned:
             return
         mean = self.offset_magnitude.item()
         if mean > OFFSET_WARN_THRESHOLD:
-            _warned_layers.add(self.layer_name)
+            self.offset_warned = True
             warnings.warn(
                 f"{self.layer_name}: mean |offset| is {mean:.1f} (> {OFFSET_WARN_THRESHOLD:g}), a known sign of "
                 "unstable training; consider a lower learning rate for the offset convs",
