@@ -287,15 +287,13 @@ def init_from_pretrained(model: torch.nn.Module, path: str, *, strict: bool, log
     sd = loaded.state_dict
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
-    mismatched = [f"{k} {list(sd[k].shape)} vs {list(v.shape)}" for k, v in own.items()
-                  if k in sd and sd[k].shape != v.shape]
+    mismatched = [k for k, v in own.items() if k in sd and sd[k].shape != v.shape]
     if strict and (missing or unexpected or mismatched):
         raise CheckpointError(f"{path}: does not fit the model exactly (train.pretrained_strict is true): "
                               f"{len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} mismatched")
     usable = {k: v for k, v in sd.items() if k in own and v.shape == own[k].shape}
-    widened = {k: w for k in own if k in sd and k not in usable
-               if (w := _widen_frames(sd[k], own[k], loaded.config, model.config)) is not None}
-    mismatched = [m for m in mismatched if m.split(" ")[0] not in widened]
+    widened = {k: w for k in mismatched if (w := _widen_frames(sd[k], own[k], loaded.config, model.config)) is not None}
+    ignored = [f"{k} {list(sd[k].shape)} vs {list(own[k].shape)}" for k in mismatched if k not in widened]
     model.load_state_dict({**usable, **widened}, strict=False)
 
     def listing(items: list[str]) -> str:
@@ -309,8 +307,8 @@ def init_from_pretrained(model: torch.nn.Module, path: str, *, strict: bool, log
         lines.append(f"  kept at initialisation ({len(missing)}, not in the file): {listing(missing)}")
     if unexpected:
         lines.append(f"  ignored ({len(unexpected)}, not in the model): {listing(unexpected)}")
-    if mismatched:
-        lines.append(f"  ignored ({len(mismatched)}, shape differs): {listing(mismatched)}")
+    if ignored:
+        lines.append(f"  ignored ({len(ignored)}, shape differs): {listing(ignored)}")
     log.info("\n".join(lines))
 
 
