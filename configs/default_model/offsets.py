@@ -17,14 +17,16 @@ from pathlib import Path
 
 import torch
 
+from edvr.models.edvr import EDVR
 
-def largest_mean_offset(model: torch.nn.Module, window: torch.Tensor) -> float:
+
+def largest_mean_offset(model: EDVR, window: torch.Tensor) -> float:
     """``window``: ``(1, T, 3, h, w)``; the largest mean |offset| over the model's DCNs (nan without DCNs)."""
     model.train()  # DCNs record their offsets in training mode only (the statistics, not the weights, change)
     with torch.no_grad():
         model(window)
-    magnitudes = [m.offset_magnitude.item() for m in model.dcn_modules() if m.offset_magnitude is not None]
-    return max(magnitudes, default=float("nan"))
+    largest = model.largest_offset()
+    return largest[1] if largest else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:

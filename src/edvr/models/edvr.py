@@ -160,6 +160,15 @@ class EDVR(nn.Module):
         """Parameters of the convs that predict DCN offsets and masks (for an lr multiplier in training)."""
         return [p for m in self.dcn_modules() for p in m.conv_offset.parameters()]
 
+    def largest_offset(self) -> tuple[str, float] | None:
+        """The DCN whose mean |offset| (pixels, over its last training-mode call) is largest, as (layer name, value);
+        None before any training-mode forward, or without deformable convs (the training loop logs it)."""
+        seen = [(m.offset_magnitude.item(), m.layer_name) for m in self.dcn_modules() if m.offset_magnitude is not None]
+        if not seen:
+            return None
+        value, name = max(seen)
+        return name, value
+
     def tsa_parameters(self) -> list[nn.Parameter]:
         """Parameters of the TSA fusion module (trained alone during the warm-up of the official recipes)."""
         return list(self.fusion.parameters()) if self.config.with_tsa else []

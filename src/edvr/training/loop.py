@@ -217,7 +217,7 @@ def train(cfg: Config, *, resume: str | None = None, train_set: Dataset | None =
             rate = (it - tic_iter) / max(time.perf_counter() - tic, 1e-9)
             eta = (t.iterations - it) / max(rate, 1e-9)
             mean_loss = loss_sum / max(loss_count, 1)
-            offsets = _largest_offsets(model)
+            offsets = model.largest_offset()
             log.info(f"iter {it}/{t.iterations}  loss {mean_loss:.5g}  lr {lr:.3g}  {rate:.2f} it/s  "
                      f"eta {_hms(eta)}" + (f"  |offset| {offsets[1]:.3g}" if offsets else ""))
             if offsets and offsets[1] > OFFSET_WARN_THRESHOLD and not offsets_warned:
@@ -474,16 +474,6 @@ def _progress_bar(total: int, initial: int, info: DistInfo):
 def _hms(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
-def _largest_offsets(model: torch.nn.Module) -> tuple[str, float] | None:
-    """The DCN whose mean |offset| (in pixels, over its last training call) is largest: (name, value); None for a
-    model without deformable convs."""
-    seen = [(m.offset_magnitude.item(), m.layer_name) for m in model.dcn_modules() if m.offset_magnitude is not None]
-    if not seen:
-        return None
-    value, name = max(seen)
-    return name, value
 
 
 class _Log:
