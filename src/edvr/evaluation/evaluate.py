@@ -136,14 +136,15 @@ class Result:
         names = list(self.methods)
         has_ssim = any(self.methods[m].mean("ssim") is not None for m in names)
         width = 16 if has_ssim else 8
-        head = f"{'clip':<12}{'frames':>7}" + "".join(f"  {n[:width]:>{width}}" for n in names)
+        first = max(12, *(len(c) + 1 for c in self.clips), len(self.protocol) + 1)  # clip names and the mean row's
+        head = f"{'clip':<{first}}{'frames':>7}" + "".join(f"  {n[:width]:>{width}}" for n in names)
         unit = "PSNR dB / SSIM" if has_ssim else "PSNR dB"
         lines = [f"protocol {self.protocol}: {self.protocol_summary}", f"model: {self.model}",
                  f"scores: {unit}", head, "-" * len(head)]
         clips = self.clips
         if len(clips) <= max_clip_rows:
             for c in clips:
-                row = f"{c:<12}{len(self.methods[self.main].frames[c]):>7}"
+                row = f"{c:<{first}}{len(self.methods[self.main].frames[c]):>7}"
                 for n in names:
                     row += f"  {_fmt(self.methods[n].clip_mean(c), self.methods[n].clip_mean(c, 'ssim'), has_ssim)}"
                 lines.append(row)
@@ -151,7 +152,7 @@ class Result:
         else:
             lines.append(f"({len(clips)} clips; per-clip scores are in the JSON)")
         total = sum(len(v) for v in self.methods[self.main].frames.values())
-        row = f"{self.protocol:<12}{total:>7}"  # the protocol's name labels its mean row: principle 9
+        row = f"{self.protocol:<{first}}{total:>7}"  # the protocol's name labels its mean row: principle 9
         for n in names:
             row += f"  {_fmt(self.mean(n), self.mean(n, 'ssim'), has_ssim)}"
         lines.append(row + "   <- mean of clip means")

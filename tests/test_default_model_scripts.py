@@ -1,0 +1,78 @@
+"""The default model's analysis scripts (configs/default_model/): the motion/detail measures and the ablation tables."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "configs" / "default_model"))
+
+import ablation  # noqa: E402
+import heldout  # noqa: E402
+import motion  # noqa: E402
+
+
+def _texture(h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, (h, w))
+
+
+@pytest.mark.parametrize(("dy", "dx"), [(0, 0), (3, 4), (-5, 12), (7, -1)])
+def test_global_shift_finds_a_whole_pixel_translation(dy, dx):
+    big = _texture(160, 200)
+    a = big[20:116, 30:158]
+    b = big[20 - dy:116 - dy, 30 - dx:158 - dx]  # the same scene, the camera moved by (dy, dx)
+    assert motion.global_shift(a, b) == pytest.approx(np.hypot(dy, dx))
+
+
+def test_fine_detail_separates_smooth_from_detailed_frames():
+    yy, xx = np.mgrid[0:96, 0:128].astype(np.float64)
+    smooth = 128 + 60 * np.sin(xx / 15) * np.cos(yy / 11)  # all energy far below 1/8 cycle per pixel
+    assert motion.fine_detail(smooth) < 0.01
+    assert motion.fine_detail(_texture()) > 0.9  # white noise: 1 - (1/4)^2 of its energy lies above
+
+
+def test_motion_script_prints_one_row_per_clip_and_rejects_a_folder_without_frames(tmp_path, capsys):
+    from PIL import Image
+
+    big = _texture(80, 80, seed=1).astype(np.uint8)
+    clip = tmp_path / "pan"
+    clip.mkdir()
+    for i in range(4):
+        Image.fromarray(big[10:58, 10 + 2 * i:58 + 2 * i]).save(clip / f"{i:08d}.png")
+    assert motion.main([str(clip)]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row[:4] == ["pan", "3", "2.00", "0.00"]
+    assert motion.main([str(tmp_path / "missing")]) == 2
+    assert "fewer than 2 PNG frames" in capsys.readouterr().err
+
+
+def test_heldout_recognises_each_folder_layout(tmp_path):
+    for clip, protocol in (("carphone", heldout.PROTOCOL), ("moving_camera", heldout.MOVING),
+                           ("bikes_shot", heldout.SHOT)):
+        (tmp_path / clip / "GT" / clip).mkdir(parents=True)
+        assert heldout.protocol_for(tmp_path / clip) is protocol
+    assert heldout.MOVING.expected_frames == dict.fromkeys(heldout.MOVING.clips, 32)
+
+
+def _result(psnr: float, clips: tuple[str, ...]) -> dict:
+    method = {"psnr": psnr, "ssim": 0.8, "clips": {c: [psnr, 0.8] for c in clips}}
+    return {"methods": {"edvr": method, "bicubic": {**method, "psnr": psnr - 1.5}}}
+
+
+def test_ablation_tables_have_a_cell_under_every_heading():
+    seeds = {}
+    for s, base in (("10", 30.0), ("11", 30.1)):
+        seeds[s] = {row: {**_result(base + k / 10, heldout.CLIPS), "label": ablation.ROWS[row][0], "params": 1e5,
+                          "moving": _result(26 + k / 10, heldout.MOVING_CLIPS)}
+                    for k, row in enumerate(ablation.ROWS)}
+    one_seed = ablation.table(seeds["10"]).split("\n\n")  # the real clips' table, then the moving photographs'
+    assert len(one_seed) == 2 and "moving photographs" in one_seed[1]
+    for text in (ablation.mean_table(seeds), *one_seed):
+        lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+        assert len(lines) >= 6 and len({ln.count("|") for ln in lines}) == 1, text
+    mean = ablation.mean_table(seeds).splitlines()
+    assert "moving: Y-PSNR, mean" in mean[0]
+    assert mean[2].split(" | ")[1:2] == ["30.050"] and "26.000" in mean[2]  # row 1: mean of 30.0 and 30.1
