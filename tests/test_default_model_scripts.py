@@ -24,14 +24,14 @@ def test_global_shift_finds_a_whole_pixel_translation(dy, dx):
     big = _texture(160, 200)
     a = big[20:116, 30:158]
     b = big[20 - dy:116 - dy, 30 - dx:158 - dx]  # the same scene, the camera moved by (dy, dx)
-    assert motion.global_shift(a, b) == pytest.approx(np.hypot(dy, dx))
+    assert motion.global_shift(motion.spectrum(a), motion.spectrum(b)) == pytest.approx(np.hypot(dy, dx))
 
 
 def test_fine_detail_separates_smooth_from_detailed_frames():
     yy, xx = np.mgrid[0:96, 0:128].astype(np.float64)
     smooth = 128 + 60 * np.sin(xx / 15) * np.cos(yy / 11)  # all energy far below 1/8 cycle per pixel
-    assert motion.fine_detail(smooth) < 0.01
-    assert motion.fine_detail(_texture()) > 0.9  # white noise: 1 - (1/4)^2 of its energy lies above
+    assert motion.fine_detail(motion.spectrum(smooth)) < 0.01
+    assert motion.fine_detail(motion.spectrum(_texture())) > 0.9  # white noise: 1 - (1/4)^2 of its energy lies above
 
 
 def test_motion_script_prints_one_row_per_clip_and_rejects_a_folder_without_frames(tmp_path, capsys):
