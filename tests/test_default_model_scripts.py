@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -76,3 +77,31 @@ def test_ablation_tables_have_a_cell_under_every_heading():
     mean = ablation.mean_table(seeds).splitlines()
     assert "moving: Y-PSNR, mean" in mean[0]
     assert mean[2].split(" | ")[1:2] == ["30.050"] and "26.000" in mean[2]  # row 1: mean of 30.0 and 30.1
+
+
+def test_ablation_json_keeps_rescored_results_apart(tmp_path, monkeypatch):
+    """``--json NAME`` writes the rows' scores to ROOT/NAME and leaves ROOT/ablation.json as it was (the scores of
+    another ``--max-frames``); training and scoring are stand-ins here, the bookkeeping is real."""
+    import torch
+
+    import edvr.training.loop
+    from edvr.models.edvr import EDVR
+
+    def fake_train(cfg, resume=None):
+        (cfg.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        torch.save({"model": EDVR(**cfg.model.model_kwargs()).state_dict()}, cfg.run_dir / "checkpoints" / "latest.pt")
+        (cfg.run_dir / "train.log").write_text("done\n")
+
+    scored = []
+    monkeypatch.setattr(edvr.training.loop, "train", fake_train)
+    monkeypatch.setattr(ablation, "score", lambda model, root, name, max_frames: scored.append(max_frames)
+                        or _result(31.0, heldout.CLIPS))
+    (tmp_path / "ablation.json").write_text('{"single": "first ten frames"}')
+    args = ["--rows", "single,concat", "--root", str(tmp_path), "--data", str(tmp_path / "data"), "--iterations", "1",
+            "--set", "model.num_feat=8", "model.num_extract_block=1", "model.num_reconstruct_block=1"]
+    assert ablation.main([*args, "--json", "ablation_all.json"]) == 0
+    assert scored == [None, None]  # no --max-frames: every frame
+    rescored = json.loads((tmp_path / "ablation_all.json").read_text())
+    assert sorted(rescored) == ["concat", "single"] and rescored["single"]["methods"]["edvr"]["psnr"] == 31.0
+    assert rescored["single"]["label"] == ablation.ROWS["single"][0] and rescored["concat"]["iterations"] == 1
+    assert json.loads((tmp_path / "ablation.json").read_text()) == {"single": "first ten frames"}

@@ -14,8 +14,8 @@ schedule, loss) with ``train.iterations`` set to the same budget, and one archit
 
 ``concat`` is EDVR's ``with_alignment=False``. Each row is trained with edvr's own loop (``edvr.training.loop.train``;
 rows resume if interrupted), then scored on the held-out real clips (``heldout.py``) and, where ``build_data.py`` made
-them, on the moving photographs (``DATA/heldout_moving``); results go to ``ROOT/ablation.json`` and markdown tables
-are printed. Running it again on a finished root re-scores every row without training.
+them, on the moving photographs (``DATA/heldout_moving``); results go to ``ROOT/ablation.json`` (``--json``) and
+markdown tables are printed. Running it again on a finished root re-scores every row without training.
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default="runs/ablation")
     parser.add_argument("--data", default="datasets/edvr_real")
     parser.add_argument("--max-frames", type=int, help="score only the first N frames of each held-out clip")
+    parser.add_argument("--json", default="ablation.json", metavar="NAME",
+                        help="results file in ROOT (in each ROOT/seedS with --seeds); another name keeps the scores "
+                        "of another --max-frames apart (e.g. --json ablation_all.json without --max-frames)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="recipe overrides applied to every row (e.g. model.num_feat=16 train.lr=2e-3); with "
                         "--seeds, {seed} in a value becomes the seed (train.pretrained=runs/a/seed{seed}/...)")
@@ -69,12 +72,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_rows(args: argparse.Namespace, root: Path, overrides_all: list[str]) -> dict:
-    """Train and score each row of ``args.rows`` under ``root``; returns (and keeps in root/ablation.json) the
+    """Train and score each row of ``args.rows`` under ``root``; returns (and keeps in root/``args.json``) the
     results of every row scored there so far."""
     from edvr.config import load_config
     from edvr.training.loop import train
 
-    out_json = root / "ablation.json"
+    out_json = root / args.json
     results = json.loads(out_json.read_text()) if out_json.exists() else {}
     for row in args.rows.split(","):
         label, overrides = ROWS[row]
