@@ -11,20 +11,22 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
+from media import frame_times, make_clip, sample_clip, stream_packets
 
 from edvr.cli import main
 from edvr.data.frames import window_indices
 from edvr.errors import EdvrError, InputError, OutputError
 from edvr.evaluation.metrics import to_uint8
 from edvr.inference import video_io
-from edvr.inference.restore import restore_frames, restore_video, work_dir_for
+from edvr.inference.command import outputs_for
+from edvr.inference.restore import _Reader, restore_frames, restore_video, work_dir_for
 from edvr.inference.window import WindowRestorer
 from edvr.models.convert import save_checkpoint
 from edvr.models.edvr import EDVR
-from media import frame_times, make_clip, sample_clip, stream_packets
 
 
 def tiny_model(seed: int = 0, **kw) -> EDVR:
@@ -310,6 +312,7 @@ def test_broken_stream_restores_what_decodes_then_fails(tmp_path, model_file, ca
 
 def test_bad_input_one_line_errors(tmp_path, model_file, capsys):
     src = make_clip(tmp_path / "in.mp4", list(range(5)), Fraction(1, 25))
+    aac = make_clip(tmp_path / "aac.mp4", list(range(5)), Fraction(1, 25), audio="aac")
     (tmp_path / "notes.txt").write_text("not a video")
     (tmp_path / "exists.mp4").write_bytes(b"x")
     base = ["--model", str(model_file), "--device", "cpu", "--quiet"]
@@ -321,14 +324,20 @@ def test_bad_input_one_line_errors(tmp_path, model_file, capsys):
         ([str(src), "-o", str(tmp_path / "nodir" / "o.mp4")], "does not exist"),
         ([str(src), "-o", str(tmp_path / "o.mp4"), "--padding", "mirror"], "padding"),
         ([str(src), "-o", str(tmp_path / "o.mp4"), "--batch", "0"], "--batch 0"),
+        ([str(src), "-o", str(tmp_path / "o.mp4"), "--device", "gpu"], "--device gpu"),
+        ([str(src), "-o", str(tmp_path / "o.ts")], "not an output"),
+        ([str(src), "-o", str(tmp_path / "o.mp4"), "--codec", "nonesuch"], "--codec nonesuch"),
+        ([str(src), "-o", str(tmp_path / "o.mp4"), "--pix-fmt", "rgb24"], "--pix-fmt rgb24"),
+        ([str(aac), "-o", str(tmp_path / "o.webm")], "cannot hold the audio stream"),
     ]
     for args, expected in cases:
-        assert main(["restore", *args, *base]) == 2, args
+        assert main(["restore", *base, *args]) == 2, args  # args last: their --device wins
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and expected in err, (args, err)
     assert main(["restore", str(src), "-o", str(tmp_path / "o.mp4"), "--model", "no-such-model", "--quiet"]) == 2
     assert "no-such-model" in capsys.readouterr().err
     assert (tmp_path / "exists.mp4").read_bytes() == b"x"  # never overwritten
+    assert not list(tmp_path.glob(".*"))  # every check came before any work: no work folder, no temp file
 
 
 def test_several_inputs_into_a_folder(tmp_path, model_file, capsys):
@@ -338,6 +347,93 @@ def test_several_inputs_into_a_folder(tmp_path, model_file, capsys):
     assert main(["restore", str(a), str(b), "-o", str(out), "--model", str(model_file), "--device", "cpu"]) == 0
     assert len(frame_times(out / "a_edvr.mp4")) == 6 and len(frame_times(out / "b_edvr.mkv")) == 4
     assert "6 frames" in capsys.readouterr().out
+
+
+def test_webm_gets_vp9_and_keeps_its_opus(tmp_path, model_file):
+    src = make_clip(tmp_path / "in.webm", list(range(6)), Fraction(1, 1000), codec="libvpx-vp9", audio="libopus")
+    assert main(["restore", str(src), "-o", str(tmp_path / "out.webm"), "--model", str(model_file), "--device", "cpu",
+                 "--quiet"]) == 0
+    with av.open(str(tmp_path / "out.webm")) as out:
+        assert out.streams.video[0].codec_context.name == "vp9"
+    assert frame_times(tmp_path / "out.webm") == frame_times(src)
+    assert stream_packets(tmp_path / "out.webm", "audio") == stream_packets(src, "audio")
+    # A 10-bit source: 10-bit VP9 where this FFmpeg has it, else 8-bit, never an encoder error.
+    deep = make_clip(tmp_path / "in10.mkv", list(range(4)), Fraction(1, 25), pix_fmt="yuv420p10le")
+    restore_video(deep, tmp_path / "out10.webm", model_file, device="cpu", quiet=True)
+    assert len(frame_times(tmp_path / "out10.webm")) == 4
+
+
+def test_several_inputs_get_containers_edvr_writes(tmp_path):
+    (tmp_path / "frames").mkdir()
+    inputs = [tmp_path / "a.MP4", tmp_path / "b.ts", tmp_path / "frames"]
+    assert outputs_for(inputs, tmp_path / "out") == [tmp_path / "out" / n for n in ("a_edvr.MP4", "b_edvr.mkv",
+                                                                                     "frames_edvr")]
+
+
+def test_folder_output_appears_whole_and_replaces_whole(tmp_path, model_file, monkeypatch):
+    old, new = tmp_path / "old", tmp_path / "new"
+    frame_folder(old, real_frames(32, 16), prefix="old")
+    frame_folder(new, real_frames(30, 16), prefix="new")
+    dst = old / "restored"  # inside the input folder: neither it nor its work folder counts as an input frame
+    restore_video(old, dst, model_file, device="cpu", quiet=True)
+    before = {p.name: p.read_bytes() for p in dst.iterdir()}
+    assert sorted(before, key=video_io.natural_key) == [f"old{i}.png" for i in range(32)]
+    monkeypatch.setattr(video_io, "read_frames", Interrupt(after=28))  # the first 16 frames are finished (restore reads ahead)
+    with pytest.raises(KeyboardInterrupt):
+        restore_video(new, dst, model_file, device="cpu", segment_frames=16, quiet=True, overwrite=True)
+    assert {p.name: p.read_bytes() for p in dst.iterdir()} == before  # the old output, untouched, until...
+    monkeypatch.undo()
+    result = restore_video(new, dst, model_file, device="cpu", segment_frames=16, quiet=True, overwrite=True,
+                           resume=True)
+    assert result.resumed_frames == 16 and result.frames == 30
+    assert sorted(p.name for p in dst.iterdir()) == sorted(f"new{i}.png" for i in range(30))  # ...replaced whole
+    assert not work_dir_for(dst).exists() and not list(old.glob(".*"))
+    # Interrupted with the output inside the input folder, then resumed: its work folder is not an input frame.
+    monkeypatch.setattr(video_io, "read_frames", Interrupt(after=28))
+    with pytest.raises(KeyboardInterrupt):
+        restore_video(old, old / "again", model_file, device="cpu", segment_frames=16, quiet=True)
+    monkeypatch.undo()
+    assert restore_video(old, old / "again", model_file, device="cpu", segment_frames=16, quiet=True,
+                         resume=True).resumed_frames == 16
+
+
+def test_frames_of_the_same_name_are_refused(tmp_path, model_file):
+    src = tmp_path / "frames"
+    frame_folder(src, real_frames(2, 16), prefix="")
+    (src / "1.jpg").write_bytes((src / "1.png").read_bytes())
+    with pytest.raises(InputError, match="1.jpg and 1.png would both be written as 1.png"):
+        restore_video(src, tmp_path / "out", model_file, device="cpu", quiet=True)
+
+
+def test_a_reader_that_stops_at_the_end_knows_it(tmp_path):
+    src = tmp_path / "frames"
+    frame_folder(src, real_frames(16, 8))
+    for stop, end in ((16, 16), (15, None), (None, 16)):
+        end_file = tmp_path / f"end{stop}.json"
+        reader = _Reader(src, 0, stop, end_file)
+        assert [i for i, _ in reader] == list(range(stop or 16))
+        assert reader.end == end and end_file.exists() == (end is not None), stop
+
+
+def test_source_timestamps(tmp_path, model_file, monkeypatch):
+    src = make_clip(tmp_path / "in.mkv", [40 * i for i in range(6)], Fraction(1, 1000))
+    real = video_io.read_frames
+
+    def with_pts(pts):
+        def read(path, start=0, stop=None):
+            for frame in real(path, start=start, stop=stop):
+                yield video_io.Frame(frame.index, pts[frame.index], frame.image)
+        return read
+
+    # Missing timestamps: each frame is placed by its number at the average rate.
+    monkeypatch.setattr(video_io, "read_frames", with_pts([None] * 6))
+    restore_video(src, tmp_path / "none.mkv", model_file, device="cpu", quiet=True)
+    assert frame_times(tmp_path / "none.mkv") == frame_times(src)
+    # A timestamp that does not increase: one clear input error, nothing under the output name.
+    monkeypatch.setattr(video_io, "read_frames", with_pts([0, 40, 80, 80, 160, 200]))
+    with pytest.raises(InputError, match="frame 3 has timestamp 80"):
+        restore_video(src, tmp_path / "repeat.mkv", model_file, device="cpu", quiet=True)
+    assert not (tmp_path / "repeat.mkv").exists()
 
 
 def test_mixed_sizes_in_a_folder_is_an_input_error(tmp_path, model_file):

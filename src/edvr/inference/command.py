@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--tile-overlap", type=int, default=32, help="context around each tile, input pixels (default 32)")
     p.add_argument("--padding", help="temporal padding at clip ends: replicate, reflection, reflection_circle, circle "
                                      "(default: the model's published protocol)")
-    p.add_argument("--codec", help="video codec (default: libx264, 10-bit when the input is)")
+    p.add_argument("--codec", help="video encoder (default: libx264, libvpx-vp9 for .webm; 10-bit when the input is)")
     p.add_argument("--crf", type=int, help="encoder quality, lower is better (default 18)")
     p.add_argument("--pix-fmt", help="output pixel format (default follows the input's bit depth)")
     p.add_argument("--ensemble", nargs="?", const="auto", choices=("auto", "flip4", "x8", "x8t"),
@@ -37,13 +37,17 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
 
 
 def outputs_for(inputs: list[Path], output: Path) -> list[Path]:
-    """One output path per input: OUTPUT itself for one input, OUTPUT/<name>_edvr<ext> for several."""
+    """One output path per input: OUTPUT itself for one input, OUTPUT/<name>_edvr<ext> for several (a video in
+    a container that edvr does not write, such as .ts, becomes .mkv)."""
+    from edvr.inference.restore import VIDEO_SUFFIXES
+
     if len(inputs) == 1:
         return [output]
     if output.suffix:
         raise InputError(f"{output}: with {len(inputs)} inputs the output must be a folder, not a file name")
     output.mkdir(parents=True, exist_ok=True)
-    names = [p.stem + "_edvr" + (p.suffix if p.is_file() else "") for p in inputs]
+    suffixes = ["" if p.is_dir() else p.suffix if p.suffix.lower() in VIDEO_SUFFIXES else ".mkv" for p in inputs]
+    names = [p.stem + "_edvr" + suffix for p, suffix in zip(inputs, suffixes)]
     if len(set(names)) != len(names):
         raise InputError("several inputs have the same name; restore them into different folders")
     return [output / n for n in names]

@@ -5,7 +5,8 @@ The output is produced as numbered *segments* of ``segment_frames`` frames in a 
 resumes at the first missing segment (``resume=True``); every frame is computed exactly as in an uninterrupted run
 (its temporal context is re-read), so the joined result is the same file. Under ``torchrun`` each process takes every
 ``world_size``-th segment, so N processes produce the same segments as one. At the end the segments are joined with
-the source's audio and subtitle streams copied, and the finished file replaces nothing until it is complete.
+the source's audio and subtitle streams copied. A folder output (PNG frames) is written inside the work folder. Either
+appears under the output name, replacing an older one (``overwrite``), only once complete.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import timedelta
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +32,9 @@ from edvr.inference import video_io
 from edvr.inference.window import WindowRestorer
 from edvr.models.edvr import EDVR
 
+# The containers a restore writes (their muxers say which codecs they hold, so a misfit is caught before any work).
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v"}
-WORK_VERSION = 1
+WORK_VERSION = 2  # 2: a folder output is written into the work folder and moved into place when complete
 
 
 @dataclass
@@ -42,7 +45,7 @@ class RestoreOptions:
     tile: int | None = None  # spatial tile size in input pixels; None: whole frames (auto-tiled on GPU OOM)
     tile_overlap: int = 32
     half: bool = False  # fp16/bf16 autocast on GPUs
-    codec: str | None = None  # video output: None picks per container and bit depth
+    codec: str | None = None  # video output: None is libx264 (libvpx-vp9 for .webm), 10-bit when the input is
     crf: int | None = None
     pix_fmt: str | None = None
     segment_frames: int = 100
@@ -66,9 +69,14 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {name}: this PyTorch sees no CUDA GPU (torch {torch.__version__}); use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"--device {name}: there are {torch.cuda.device_count()} CUDA GPUs, numbered from 0")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise InputError(f"--device {name}: Apple MPS is not available here; use --device cpu")
     return device
@@ -131,7 +139,13 @@ def restore_frames(
 
 # ------------------------------------------------------------------------------------------------ the video job
 def output_kind(dst: Path) -> str:
-    return "video" if dst.suffix.lower() in VIDEO_SUFFIXES else "folder"
+    """``video`` for a video extension, ``folder`` (of PNG frames) for a name without one or an existing folder."""
+    if dst.suffix.lower() in VIDEO_SUFFIXES:
+        return "video"
+    if not dst.suffix or dst.is_dir():
+        return "folder"
+    raise OutputError(f"{dst}: {dst.suffix} is not an output edvr writes; name a video ({', '.join(sorted(VIDEO_SUFFIXES))})"
+                      " or, for PNG frames, a folder without an extension")
 
 
 def work_dir_for(dst: Path) -> Path:
@@ -140,30 +154,37 @@ def work_dir_for(dst: Path) -> Path:
 
 def _source_identity(src: Path) -> dict:
     st = src.stat() if src.is_file() else None
-    files = sorted(p.name for p in src.iterdir()) if src.is_dir() else None
     return {
         "source": str(src.resolve()),
         "size": st.st_size if st else None,
         "mtime_ns": st.st_mtime_ns if st else None,
-        "files": len(files) if files is not None else None,
+        # The frames only: the output or its work folder may sit inside the input folder.
+        "files": len(video_io.list_images(src)) if src.is_dir() else None,
     }
 
 
-def _check_paths(src: Path, dst: Path, *, overwrite: bool, resume: bool) -> None:
+def _check_paths(src: Path, dst: Path, *, overwrite: bool) -> None:
     if not src.exists():
         raise InputError(f"{src}: no such file or folder")
     if dst.resolve() == src.resolve():
         raise OutputError(f"{dst}: the output would overwrite the input; choose another output path")
     if output_kind(dst) == "folder" and dst.exists() and src.resolve().is_relative_to(dst.resolve()):
         raise OutputError(f"{dst}: the output folder contains the input; choose another output folder")
-    if dst.exists() and not overwrite and not (resume and output_kind(dst) == "folder"):
+    if dst.exists() and not overwrite:
         if dst.is_file() or any(dst.iterdir()):
-            raise OutputError(f"{dst}: already exists; pass --overwrite to replace it (or --resume to continue)")
+            raise OutputError(f"{dst}: already exists; pass --overwrite to replace it")
     parent = dst.parent if dst.parent != Path("") else Path(".")
     if not parent.exists():
         raise OutputError(f"{parent}: the output's folder does not exist; create it first")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"{parent}: not writable; choose another output location")
+    if src.is_dir() and output_kind(dst) == "folder":
+        names: dict[str, str] = {}
+        for image in video_io.list_images(src):
+            if (name := _frame_name(image.name, 0)) in names:
+                raise InputError(f"{src}: {names[name]} and {image.name} would both be written as {name}; "
+                                 "keep one file per frame name")
+            names[name] = image.name
 
 
 def _prepare_work_dir(work: Path, state: dict, *, resume: bool, rank: int) -> None:
@@ -207,8 +228,31 @@ def _finished_segments(work: Path) -> list[int]:
     return counts
 
 
-def _frame_name(frame: video_io.Frame) -> str:
-    return (Path(frame.name).stem if frame.name else f"{frame.index:08d}") + ".png"
+def _frame_name(name: str | None, index: int) -> str:
+    """The output PNG of an input frame: its file's name for folder input, else the frame number."""
+    return (Path(name).stem if name else f"{index:08d}") + ".png"
+
+
+def _frames_dir(work: Path) -> Path:
+    """Where a folder output's frames are written; moved onto the output when every frame is there."""
+    return work / "frames"
+
+
+def _publish_folder(frames: Path, dst: Path) -> None:
+    """Move the finished ``frames`` folder onto ``dst``; an old ``dst`` (``--overwrite``) is moved aside first and
+    deleted last, so that ``dst`` always names either the old output or the whole new one."""
+    old = dst.parent / f".{dst.name}.edvr-old"
+    if old.is_dir():
+        shutil.rmtree(old)
+    old.unlink(missing_ok=True)
+    replaced = dst.exists()
+    if replaced:
+        os.replace(dst, old)
+    os.replace(frames, dst)
+    if old.is_dir():
+        shutil.rmtree(old)
+    elif replaced:
+        old.unlink()
 
 
 class _Reader:
@@ -220,21 +264,29 @@ class _Reader:
         self.error: str | None = None
         self.end: int | None = None  # one past the last index, once the end of the stream was seen
         self.empty = True
-        self._it = video_io.read_frames(src, start=start, stop=stop)
+        # One frame past ``stop`` is decoded, not yielded, to learn whether the stream goes on: a part that ends exactly
+        # at the end of the stream (a single-frame model reads no context after its frames) could not tell otherwise.
+        self._it = video_io.read_frames(src, start=start, stop=None if stop is None else stop + 1)
         self._stop = stop
         self._end_file = end_file
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         last = None
+        more = False
         try:
             for frame in self._it:
+                if self._stop is not None and frame.index >= self._stop:
+                    more = True
+                    break
                 self.frames[frame.index] = frame
                 last = frame.index
                 self.empty = False
                 yield frame.index, frame.image
         except InputError as e:
             self.error = str(e)
-        if last is not None and (self._stop is None or last + 1 < self._stop or self.error):
+        finally:
+            self._it.close()
+        if last is not None and not more:
             # The end of the stream is now known: record it before the last frames are restored, so that a
             # resumed or sharded run that never reads the end again still knows the frame count.
             self.end = last + 1
@@ -278,8 +330,13 @@ def restore_video(
             raise InputError(f"segment_frames must be >= 16, got {opts.segment_frames}")
         if batch < 1:
             raise InputError(f"--batch {batch}: must be >= 1 window")
-        _check_paths(src, dst, overwrite=overwrite, resume=resume)
+        _check_paths(src, dst, overwrite=overwrite)
         info = video_io.probe(src)
+        kind = output_kind(dst)
+        if kind == "video":
+            opts.codec = opts.codec or video_io.default_codec(dst)
+            opts.pix_fmt = opts.pix_fmt or video_io.output_pix_fmt(info.bit_depth, opts.codec)
+            video_io.check_container(dst, opts.codec, opts.pix_fmt, src if src.is_file() else None)
         rank, world = group.rank, group.world
         cuda_rank = world > 1 and torch.cuda.is_available()
         dev = torch.device("cuda", _local_rank()) if cuda_rank else pick_device(device)
@@ -300,14 +357,13 @@ def restore_video(
                 opts.ensemble = resolve_mode(net, opts.ensemble)
             except ValueError as e:
                 raise InputError(f"--ensemble: {e}") from None
-        kind = output_kind(dst)
         state = {"version": WORK_VERSION, "output": kind, "model": _model_id(net),
                  "stage2": None if net2 is None else _model_id(net2), "options": asdict(opts), **_source_identity(src)}
         work = work_dir_for(dst)
         _prepare_work_dir(work, state, resume=resume, rank=rank)
         group.barrier("prepared")
         if kind == "folder":
-            dst.mkdir(parents=True, exist_ok=True)
+            _frames_dir(work).mkdir(exist_ok=True)
 
         restorers = [
             WindowRestorer(m, padding=opts.padding, device=dev, half=opts.half, tile=opts.tile,
@@ -349,6 +405,8 @@ def restore_video(
             if kind == "video":
                 segments = [_segment_video(work, i) for i in range(math.ceil(total / k))]
                 video_io.finalize_video(segments, dst, source=src if src.is_file() else None, overwrite=True)
+            else:
+                _publish_folder(_frames_dir(work), dst)
             shutil.rmtree(work, ignore_errors=True)
         group.barrier("finished")
     if error:
@@ -387,17 +445,26 @@ def _run_segments(
     seg = None
     count = 0
     bit_depth = 16 if info.bit_depth > 8 else 8
+    fps, time_base = _timing(info)
+    last_pts = None
     try:
         for index, image in _chain(restorers, iter(reader), start, stop):
             frame = reader.pop(index)
             if index // k != seg:
                 _commit(writer, work, seg, count)
-                seg, count = index // k, 0
+                seg, count, last_pts = index // k, 0, None
                 writer = _open_segment(work, seg, info, opts, image.shape) if kind == "video" else None
             if writer is not None:
-                writer.write(image, frame.pts if frame.pts is not None else index)
+                # A frame without a timestamp is placed by its number at the average rate.
+                pts = frame.pts if frame.pts is not None else round(index / (fps * time_base))
+                if last_pts is not None and pts <= last_pts:
+                    raise InputError(f"{src}: frame {index} has timestamp {pts}, not after the previous frame's "
+                                     f"({last_pts}); remux the file with new timestamps (ffmpeg -fflags +genpts -i IN "
+                                     "-c copy OUT.mkv) or restore it into a folder of frames")
+                writer.write(image, pts)
+                last_pts = pts
             else:
-                video_io.write_image(dst / _frame_name(frame), image, bit_depth=bit_depth)
+                video_io.write_image(_frames_dir(work) / _frame_name(frame.name, index), image, bit_depth=bit_depth)
             count += 1
             progress.update(1)
         _commit(writer, work, seg, count)
@@ -409,15 +476,18 @@ def _run_segments(
     return reader
 
 
-def _open_segment(work: Path, seg: int, info: video_io.VideoInfo, opts: RestoreOptions, shape):
-    from fractions import Fraction
-
+def _timing(info: video_io.VideoInfo) -> tuple[Fraction, Fraction]:
+    """The output's frame rate and time base: the source's (25 frames/s for a frame folder)."""
     fps = info.fps or Fraction(25)
-    time_base = info.time_base or 1 / fps
+    return fps, info.time_base or 1 / fps
+
+
+def _open_segment(work: Path, seg: int, info: video_io.VideoInfo, opts: RestoreOptions, shape):
+    fps, time_base = _timing(info)
     return video_io.SegmentWriter(
         _segment_video(work, seg), width=shape[1], height=shape[0], time_base=time_base, fps=fps,
-        codec=opts.codec or "libx264", crf=18 if opts.crf is None else opts.crf,
-        pix_fmt=opts.pix_fmt or video_io.output_pix_fmt(info.bit_depth), color=info.color,
+        codec=opts.codec, crf=18 if opts.crf is None else opts.crf,
+        pix_fmt=opts.pix_fmt, color=info.color,
     )
 
 
