@@ -35,6 +35,8 @@ def test_overrides_are_typed_by_the_schema(tmp_path):
     ("modle.num_feat=8", "unknown config key modle (known in the top level: name, model, data, train, logging)"),
     ("train.iterations=many", "train.iterations: expected an integer, got 'many'"),
     ("train.amp=fp8", "train.amp: 'fp8' is not one of off, bf16, fp16"),
+    ("model.num_feat=20", "model: num_feat 20 is not a multiple of deformable_groups 8"),
+    ("model.center_frame_idx=5", "model: center_frame_idx 5 is outside 0..4"),
     ("train.lr", "is not of the form section.key=value"),
 ])
 def test_bad_keys_and_values_name_the_key(override, fragment):
@@ -42,6 +44,15 @@ def test_bad_keys_and_values_name_the_key(override, fragment):
         load_config(None, ["data.train.name=videos", "train.periods=[600000]", "train.restart_weights=[1]",
                            override])
     assert fragment in str(e.value)
+
+
+def test_yaml_off_is_the_word_off(tmp_path):
+    # YAML 1.1 reads a bare off as false; a choice that has "off" takes it as the word.
+    p = write(tmp_path / "r.yaml", "data: {train: {name: videos}}\ntrain: {amp: off, periods: [10], "
+                                   "restart_weights: [1], iterations: 10}\n")
+    assert load_config(p).train.amp == "off"
+    assert load_config(p, ["train.amp=bf16"]).train.amp == "bf16"
+    assert load_config(p, ["train.amp=bf16", "train.amp=off"]).train.amp == "off"
 
 
 def test_unknown_key_in_yaml_and_cross_field_checks(tmp_path):

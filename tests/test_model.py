@@ -370,6 +370,10 @@ def test_not_a_checkpoint(tmp_path):
         edvr.load_model(tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="neither a file nor a model name"):
         edvr.load_model(tmp_path / "missing.pth")
+    shipped = Path(edvr.__file__).parent / "weights" / "edvr_s_real_x4.safetensors"
+    (tmp_path / "cut.safetensors").write_bytes(shipped.read_bytes()[:100_000])  # an interrupted download
+    with pytest.raises(CheckpointError, match="cut.safetensors: not a readable safetensors file"):
+        edvr.load_model(tmp_path / "cut.safetensors")
 
 
 def test_named_model_found_in_weights_dir(tmp_path, monkeypatch):

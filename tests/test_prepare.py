@@ -111,6 +111,31 @@ def test_frame_folder_to_vimeo90k_bd_layout(tmp_path):
     assert torch.equal(u8(item["lq"][3]), expected)
 
 
+def test_vimeo90k_test_split_beside_the_train_split_gets_its_own_sequences(tmp_path):
+    train, test = synthetic_frames(7, h=32, w=32), synthetic_frames(14, h=32, w=32)[7:]
+    write_video(tmp_path / "train" / "clip.mkv", train)
+    write_video(tmp_path / "test" / "clip.mkv", test)  # the same file name, other frames
+    out = tmp_path / "vimeo90k"
+    assert prep.prepare(tmp_path / "train", out, layout="vimeo90k", split="train", log=None) == ["00001/0001"]
+    assert prep.prepare(tmp_path / "test", out, layout="vimeo90k", split="test", log=None) == ["00002/0001"]
+    logged = []  # a rerun of the training split finds its own sequence again
+    assert prep.prepare(tmp_path / "train", out, layout="vimeo90k", split="train", log=logged.append) == ["00001/0001"]
+    assert logged == [f"{tmp_path / 'train' / 'clip.mkv'}: done before, skipped"]
+    for split, frames in (("train", train), ("test", test)):
+        item = Vimeo90KDataset(out, split=split, gt_size=32, augment=False)[0]
+        assert torch.equal(u8(item["gt"]), chw(frames[3][:32, :32])), split
+
+
+def test_another_degradation_or_scale_is_prepared_not_skipped(tmp_path):
+    write_video(tmp_path / "walk.mkv", synthetic_frames(3))
+    out = tmp_path / "Vid4"
+    prep.prepare(tmp_path / "walk.mkv", out, layout="vid4", log=None)
+    prep.prepare(tmp_path / "walk.mkv", out, layout="vid4", degradation="bd", log=None)
+    prep.prepare(tmp_path / "walk.mkv", out, layout="vid4", scale=2, log=None)
+    for lq in ("BIx4", "BDx4", "BIx2"):
+        assert len(list((out / lq / "walk").glob("*.png"))) == 3, lq
+
+
 def test_cli_vid4_layout(tmp_path):
     write_video(tmp_path / "walk.mkv", synthetic_frames(4))
     parser = argparse.ArgumentParser()
@@ -130,3 +155,8 @@ def test_prepare_errors(tmp_path):
     with pytest.raises(OutputError, match=r"inside the source folder"):
         prep.prepare(tmp_path, tmp_path / "out", layout="vid4", log=None)
     assert not (tmp_path / "out").exists()
+    (tmp_path / "data" / "GT" / "walk").mkdir(parents=True)  # GT to make LQ for, inside the GT it would write
+    Image.fromarray(synthetic_frames(1)[0]).save(tmp_path / "data" / "GT" / "walk" / "frame_1.png")
+    with pytest.raises(OutputError, match=r"inside .*GT, where prepare writes its frames"):
+        prep.prepare(tmp_path / "data" / "GT", tmp_path / "data", layout="vid4", log=None)
+    assert [p.name for p in (tmp_path / "data" / "GT" / "walk").iterdir()] == ["frame_1.png"]

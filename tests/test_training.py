@@ -17,13 +17,14 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_helpers import FramesDataset, PoisonedDataset, decode_frames, tiny_config  # noqa: E402
 
-from edvr.errors import InputError  # noqa: E402
+from edvr.errors import CheckpointError, InputError  # noqa: E402
 from edvr.training import checkpoint as ckpt  # noqa: E402
 from edvr.training.distributed import ResumableSampler, SeededDataset  # noqa: E402
 from edvr.training.losses import charbonnier_loss  # noqa: E402
@@ -288,6 +289,61 @@ def test_checkpoint_holds_the_resolved_config_and_data_position(tmp_path, train_
     assert all(torch.equal(exported.state_dict[k], v) for k, v in state["ema"].items())
     with pytest.raises(InputError, match="already holds checkpoints"):
         train(cfg, train_set=train_set)
+
+
+def test_validation_averages_each_clip_then_the_clips(tmp_path):
+    from torch.utils.data import Subset
+
+    from edvr.training.loop import validate
+
+    class Clips(torch.utils.data.Dataset):  # clip a: one frame, clip b: three (Vid4's clips differ in length too)
+        keys = ("a/0", "b/0", "b/1", "b/2")
+
+        def __len__(self):
+            return len(self.keys)
+
+        def __getitem__(self, i):
+            gt = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(i)) ** (i + 1)
+            lq = torch.nn.functional.avg_pool2d(gt[None], 4)[0]
+            return {"lq": lq[None].repeat(5, 1, 1, 1), "gt": gt, "key": self.keys[i]}
+
+    cfg, cpu = tiny_config(tmp_path), torch.device("cpu")
+    frames = [validate(None, Subset(Clips(), [i]), cfg, cpu, baseline=True)["psnr"] for i in range(4)]
+    got = validate(None, Clips(), cfg, cpu, baseline=True)
+    assert got["items"] == 4 and got["psnr"] == pytest.approx((frames[0] + np.mean(frames[1:])) / 2)
+    assert abs(got["psnr"] - np.mean(frames)) > 0.1  # the mean over frames would be another number
+
+
+def test_an_input_error_in_a_loader_worker_is_still_one_line():
+    from torch.utils.data import DataLoader
+
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            raise InputError(f"clip/{i}.png: GT is 64x64 but LQ is 15x16")
+
+    with pytest.raises(InputError) as e:
+        next(iter(DataLoader(Broken(), num_workers=1)))
+    assert "DataLoader worker" in e.value.args[0]  # how torch hands it over...
+    assert str(e.value) == "clip/0.png: GT is 64x64 but LQ is 15x16"  # ...and what the user reads
+
+
+def test_resume_takes_the_configs_optimiser_settings(tmp_path, train_set):
+    cfg = tiny_config(tmp_path, iterations=2, periods=[6], dcn_lr_mult=0.5, checkpoint_interval=2)
+    train(cfg, train_set=train_set)
+    cfg.train.iterations = 4
+    cfg.train.dcn_lr_mult = 1.0  # one Adam group instead of two: the saved optimiser cannot be reused
+    with pytest.raises(CheckpointError, match=r"saved with train.dcn_lr_mult=0.5, the config asks for 1.0"):
+        train(cfg, resume="auto", train_set=train_set)
+    cfg.train.dcn_lr_mult, cfg.train.betas = 0.25, (0.8, 0.9)
+    train(cfg, resume="auto", train_set=train_set)
+    state = torch.load(tmp_path / "tiny/checkpoints/latest.pt", weights_only=True)
+    assert [(g["lr_mult"], tuple(g["betas"])) for g in state["optimizer"]["param_groups"]] == [(1.0, (0.8, 0.9)),
+                                                                                              (0.25, (0.8, 0.9))]
+    log = (tmp_path / "tiny/train.log").read_text()
+    assert "resuming with train.dcn_lr_mult=0.25 (was 0.5)" in log and "resuming with train.betas" in log
 
 
 # ---------------------------------------------------------------------------------------------- processes

@@ -149,6 +149,12 @@ class Config:
             raise InputError(f"data.batch_size must be >= 1, got {self.data.batch_size}")
         if not self.data.train.name:
             raise InputError("data.train.name is empty: name a dataset (e.g. reds, vimeo90k, videos)")
+        from edvr.models.edvr import EDVRConfig
+
+        try:
+            EDVRConfig(**{k: v for k, v in self.model.model_kwargs().items() if k != "dcn_backend"})
+        except ValueError as e:
+            raise InputError(f"model: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -261,6 +267,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, {} if value is None else value, key)
     if origin is Literal:
+        if isinstance(value, bool) and ("on" if value else "off") in args:
+            value = "on" if value else "off"  # YAML 1.1 reads a bare off / no as false, on / yes as true
         if value not in args:
             raise InputError(f"{key}: {value!r} is not one of {', '.join(map(str, args))}")
         return value

@@ -12,6 +12,16 @@ class EdvrError(Exception):
 
     exit_code = 2
 
+    def __str__(self) -> str:
+        # Raised in a DataLoader worker, it reaches the main process as "Caught InputError in DataLoader worker
+        # process 0.\nOriginal Traceback (most recent call last): ... edvr.errors.InputError: <message>": the
+        # message is the traceback's last line.
+        text = super().__str__()
+        if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+            last = text.rstrip().rsplit("\n", 1)[-1]
+            return last.split(": ", 1)[1] if last.startswith("edvr.errors.") and ": " in last else last
+        return text
+
 
 class InputError(EdvrError):
     """The input (file, folder, stream, option) is missing or unusable."""

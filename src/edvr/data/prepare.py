@@ -16,13 +16,16 @@ Layouts written under OUT (what :mod:`edvr.data` reads back):
 
 Writes are atomic (a temporary file renamed into place), so a finished file name means a finished file. Resuming:
 frames whose GT and LQ files both exist are not recomputed, and a source whose marker
-``OUT/.edvr-prepare/<name>.json`` exists is not even decoded. Clip numbers depend on the sources before, so resume
-with the same sources.
+``OUT/.edvr-prepare/<name>-<hash of its path>.json`` records the same options is not even decoded. REDS clip numbers
+depend on the sources before, so resume with the same sources. A Vimeo90K source keeps its sequence number
+``SSSSS`` across runs, and a new source takes the next number not yet used in OUT, so a test split prepared into the
+same OUT after the training split (or the reverse) gets sequences of its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -94,24 +97,34 @@ def prepare(
     src, out = Path(src), Path(out)
     if src.is_dir() and out.resolve().is_relative_to(src.resolve()):
         raise OutputError(f"{out}: inside the source folder {src}; choose an output outside it")
+    paths = _LayoutPaths(out, layout, degradation, scale, split)
+    for root in (paths.gt_root, paths.lq_root):
+        if src.resolve().is_relative_to(root.resolve()):
+            raise OutputError(f"{src}: inside {root}, where prepare writes its frames; choose another output")
     sources = find_sources(src)
     length = 7 if layout == "vimeo90k" else clip_length or (100 if layout == "reds" else None)
-    paths = _LayoutPaths(out, layout, degradation, scale, split)
+    options = {"layout": layout, "degradation": degradation, "scale": scale, "split": split, "clip_length": clip_length,
+               "max_frames": max_frames}
     markers = out / _MARKERS
+    known = {m.name: json.loads(m.read_text()) for m in markers.glob("*.json")} if markers.is_dir() else {}
+    next_number = 1 + max((d.get("number", 0) for d in known.values()), default=0)
     names: list[str] = []
-    for number, source in enumerate(sources, start=1):
-        marker = markers / f"{source.name}.json"
-        if marker.is_file():
-            done = json.loads(marker.read_text())
-            if done.get("source") == str(source.path) and done.get("layout") == layout:
-                names += done["clips"]
-                if log:
-                    log(f"{source.path}: done before, skipped")
-                continue
+    for source in sources:
+        marker = markers / f"{source.name}-{hashlib.sha1(str(source.path.resolve()).encode()).hexdigest()[:10]}.json"
+        done = known.get(marker.name, {})
+        if done.get("options") == options:
+            names += done["clips"]
+            if log:
+                log(f"{source.path}: done before, skipped")
+            continue
+        number = done.get("number")
+        if number is None:
+            number, next_number = next_number, next_number + 1
         clips = _prepare_source(source, number, len(names), paths, length, max_frames, scale, degradation)
         names += clips
         markers.mkdir(parents=True, exist_ok=True)
-        _write_atomic(marker, json.dumps({"source": str(source.path), "layout": layout, "clips": clips}).encode())
+        record = {"source": str(source.path), "options": options, "number": number, "clips": clips}
+        _write_atomic(marker, json.dumps(record).encode())
         if log:
             log(f"{source.path}: {len(clips)} {'sequences' if layout == 'vimeo90k' else 'clips'}")
     if layout == "vimeo90k":

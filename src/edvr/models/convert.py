@@ -195,11 +195,15 @@ def read_checkpoint(path: str | Path, *, param_key: str | None = None) -> Loaded
     metadata: dict | None = None
     source_key = None
     if _is_safetensors(path):
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-            raw: Mapping[str, torch.Tensor] = {k: f.get_tensor(k) for k in f.keys()}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = dict(f.metadata() or {})
+                raw: Mapping[str, torch.Tensor] = {k: f.get_tensor(k) for k in f.keys()}
+        except SafetensorError as e:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({e}); an interrupted download or copy? "
+                                  "fetch it again") from None
         container = "edvr" if "edvr_config" in metadata else "state_dict"
     else:
         raw, container, source_key = _read_pickle(path, param_key)

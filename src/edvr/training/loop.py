@@ -130,6 +130,8 @@ def train(cfg: Config, *, resume: str | None = None, train_set: Dataset | None =
         if ema is not None:
             ema.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        for group, mult in zip(optimizer.param_groups, [1.0, t.dcn_lr_mult]):  # the config's, not the checkpoint's
+            group.update(lr_mult=mult, betas=t.betas, weight_decay=t.weight_decay)
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         rngs = state["rng"]
@@ -360,8 +362,10 @@ def build_dataset_from_config(dcfg: DatasetConfig, cfg: Config) -> Dataset:
 def validate(model: torch.nn.Module | None, val_set: Dataset, cfg: Config, device: torch.device, *,
              baseline: bool = False, amp_dtype: torch.dtype | None = None, writer: Any = None, step: int = 0
              ) -> dict[str, float]:
-    """Mean PSNR of the model (or, with ``baseline``, of bicubic upsampling of the centre frame) over the held-out
-    items, on RGB or Y as ``cfg.data.val`` says. Items are loaded with fixed per-item seeds (deterministic)."""
+    """PSNR of the model (or, with ``baseline``, of bicubic upsampling of the centre frame) on the held-out items,
+    on RGB or Y as ``cfg.data.val`` says: the mean over each clip's frames, then over clips (as the published
+    protocols and ``edvr eval`` average; Vid4's clips differ in length). Items are loaded with fixed per-item seeds
+    (deterministic)."""
     from edvr.evaluation.metrics import psnr
 
     vcfg = cfg.data.val
@@ -371,7 +375,7 @@ def validate(model: torch.nn.Module | None, val_set: Dataset, cfg: Config, devic
     center = cfg.model.center_frame_idx if cfg.model.center_frame_idx is not None else cfg.model.num_frames // 2
     if model is not None:
         model.eval()
-    scores = []
+    scores: dict[str, list[float]] = {}  # clip -> its frames' PSNRs
     for i in range(min(limit, len(val_set))):
         item = seeded[(i, 0, distributed._derive_seed(cfg.train.seed, 0x7A1, i))]
         lq, gt = item["lq"].to(device), item["gt"].to(device)  # (T, 3, h, w), (3, H, W)
@@ -383,13 +387,14 @@ def validate(model: torch.nn.Module | None, val_set: Dataset, cfg: Config, devic
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 out = model(lq[None])
         out = out[0].float().clamp(0, 1)[:, : gt.shape[-2], : gt.shape[-1]]
-        scores.append(psnr(_hwc255(out), _hwc255(gt), crop_border=crop, y_channel=y_channel))
+        clip = str(item.get("key", "")).rsplit("/", 1)[0]
+        scores.setdefault(clip, []).append(psnr(_hwc255(out), _hwc255(gt), crop_border=crop, y_channel=y_channel))
         if writer is not None and i == 0:
             up = F.interpolate(lq[center][None], size=gt.shape[-2:], mode="bicubic", align_corners=False)[0]
             writer.add_image("val/bicubic_output_gt", torch.cat([up.clamp(0, 1), out, gt], dim=-1).cpu(), step)
     if model is not None:
         model.train()
-    return {"psnr": float(np.mean(scores)), "items": len(scores)}
+    return {"psnr": float(np.mean([np.mean(v) for v in scores.values()])), "items": sum(map(len, scores.values()))}
 
 
 def _hwc255(x: torch.Tensor) -> np.ndarray:
@@ -433,6 +438,17 @@ def _check_compatible(state: dict[str, Any], cfg: Config, path: Path | None, log
     if saved.get("data", {}).get("batch_size") != cfg.data.batch_size:
         log.warn(f"resuming with total batch {cfg.data.batch_size} (was {saved.get('data', {}).get('batch_size')}): "
                  "the run will not match an uninterrupted one")
+    old_train = saved.get("train", {})
+    old_mult = old_train.get("dcn_lr_mult", 1.0)
+    if (old_mult == 1.0) != (cfg.train.dcn_lr_mult == 1.0):  # the offset convs have their own Adam group or not
+        raise CheckpointError(f"{path}: saved with train.dcn_lr_mult={old_mult}, the config asks for "
+                              f"{cfg.train.dcn_lr_mult}: resume with {old_mult}, or start a new run from its weights "
+                              f"(train.pretrained={path})")
+    for key in ("dcn_lr_mult", "betas", "weight_decay"):
+        old, new = old_train.get(key), getattr(cfg.train, key)
+        if old is not None and (list(old) if isinstance(old, (list, tuple)) else old) != (
+                list(new) if isinstance(new, (list, tuple)) else new):
+            log.warn(f"resuming with train.{key}={new} (was {old}): the run will not match an uninterrupted one")
 
 
 def _save_state(ckpt_dir: Path, it: int, cfg: Config, info: DistInfo, model, ema, optimizer, scaler, position: int,
