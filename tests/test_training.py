@@ -276,6 +276,13 @@ def test_wrong_dataset_root_fails_at_start_naming_the_path(tmp_path):
         train(cfg)
 
 
+def test_a_model_of_another_scale_than_the_data_is_named(tmp_path, train_set):
+    cfg = tiny_config(tmp_path, iterations=1)
+    cfg.model.hr_in = True  # a deblurring model (x1) on x4 SR data
+    with pytest.raises(InputError, match=r"the model makes 8x8 from 8x8 LQ, but the GT is 32x32: model.hr_in=True"):
+        train(cfg, train_set=train_set)
+
+
 def test_checkpoint_holds_the_resolved_config_and_data_position(tmp_path, train_set):
     cfg = tiny_config(tmp_path, iterations=4, ema_decay=0.5)
     final = train(cfg, train_set=train_set)

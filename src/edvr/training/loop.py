@@ -182,6 +182,11 @@ def train(cfg: Config, *, resume: str | None = None, train_set: Dataset | None =
         gt = batch["gt"].to(device, non_blocking=True)  # (B, 3, H, W)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             out = net(lq)
+        if out.shape != gt.shape:
+            raise InputError(f"the model makes {out.shape[-1]}x{out.shape[-2]} from {lq.shape[-1]}x{lq.shape[-2]} "
+                             f"LQ, but the GT is {gt.shape[-1]}x{gt.shape[-2]}: model.hr_in={cfg.model.hr_in} "
+                             f"(x{1 if cfg.model.hr_in else 4}) does not fit the data's scale; set model.hr_in "
+                             "(true for deblurring tracks, false for x4 SR) or the dataset's scale")
         loss = loss_fn(out, gt)
 
         # A non-finite loss is skipped on every rank (they must agree, or DDP would hang), never stepped on.
