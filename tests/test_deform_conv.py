@@ -115,6 +115,22 @@ def compiled_sizes() -> int:
     return compiled.variants(deform_conv._sample_taps)
 
 
+def test_half_precision_samples_where_float32_does():
+    # Under bf16/fp16 the features are rounded, the sampling positions must not be: in bf16 a normalised coordinate
+    # near 1 has steps of 2^-8, 2.5 px on a 1280-pixel-wide map.
+    x, offset, mask, weight, bias = make_inputs(n=1, c_in=4, c_out=4, h=5, w=1280, dg=1, scale=0.3,
+                                                dtype=torch.float32)
+    x = x.bfloat16().float()  # values bf16 holds exactly: only the positions can differ
+    exact = reference_dcn(x, offset, mask, weight, bias).float()
+    out = deform_conv2d_torch(x.bfloat16(), offset.bfloat16(), mask.bfloat16(), weight.bfloat16(),
+                              bias.bfloat16()).float()
+    ours32 = deform_conv2d_torch(x, offset.bfloat16().float(), mask.bfloat16().float(), weight.bfloat16().float(),
+                                 bias.bfloat16().float())
+    scale = exact.abs().mean()
+    assert (out - ours32).abs().mean() < 0.01 * scale  # bf16 rounding of values and products only
+    assert (ours32 - exact).abs().mean() < 0.05 * scale  # (the reference uses the unrounded offsets and weights)
+
+
 @pytest.mark.parametrize("kwargs", COMPILED_CASES)
 def test_compiled_backend_matches_reference_float64(kwargs):
     x, offset, mask, weight, bias = make_inputs(**kwargs)

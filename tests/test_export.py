@@ -45,6 +45,23 @@ def test_tiny_model_exports_and_onnxruntime_matches_pytorch(tmp_path):
     assert model.dcn_modules()[0].backend is not None  # the model's own backend choice is restored
 
 
+def test_row_chunks_do_not_freeze_the_exported_size(tmp_path, monkeypatch):
+    # Large frames are sampled in chunks of rows; an exported graph must not keep the example's chunk bounds.
+    from edvr.export import export_onnx, run_onnx
+    from edvr.ops import deform_conv
+
+    defaults = dict(deform_conv.deform_conv2d_torch.__kwdefaults__, chunk_bytes=4096)  # several chunks at 24x32
+    monkeypatch.setattr(deform_conv.deform_conv2d_torch, "__kwdefaults__", defaults)
+    model = tiny_model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = export_onnx(model, tmp_path / "tiny.onnx", height=24, width=32, dynamic=True)
+    x = torch.rand(1, 5, 3, 16, 20, generator=torch.Generator().manual_seed(2))  # fewer rows than exported
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert np.abs(run_onnx(result.path, x) - expected).max() < 1e-4
+
+
 def test_sizes_must_fit_the_model(tmp_path):
     from edvr.export import export_onnx
 

@@ -71,6 +71,7 @@ def demo(*, model=None, clip: str | Path | None = None, frames: int = DEFAULT_FR
     from edvr.errors import InputError
     from edvr.evaluation.metrics import psnr, ssim, to_uint8
     from edvr.evaluation.report import crops_panel
+    from edvr.files import write_atomic
     from edvr.inference.restore import default_padding_for, pick_device
     from edvr.inference.video_io import probe, read_frames
     from edvr.inference.window import WindowRestorer
@@ -136,7 +137,7 @@ def demo(*, model=None, clip: str | Path | None = None, frames: int = DEFAULT_FR
         "mean": mean, "per_frame": per_frame, "restore_s": restore_s,
         "video": str(video), "crops": str(crops), "json": str(out_dir / "metrics.json"),
     }
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
+    write_atomic(out_dir / "metrics.json", json.dumps(result, indent=1))
     return result
 
 

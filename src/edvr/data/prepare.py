@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from edvr.errors import InputError, OutputError
+from edvr.files import write_atomic
 
 LAYOUTS: tuple[str, ...] = ("reds", "vimeo90k", "vid4")
 DEGRADATIONS: tuple[str, ...] = ("bi", "bd")
@@ -251,13 +252,5 @@ def encode_png(image) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, data)

@@ -6,12 +6,11 @@ Heavy imports (torch, the model zoo, datasets) happen inside :func:`run`, so ``e
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from edvr.errors import InputError, OutputError
+from edvr.files import write_atomic
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
@@ -102,22 +101,10 @@ def _eval(args: argparse.Namespace) -> int:
     )
     print(result.table())
     if args.json:
-        _atomic_write(Path(args.json), result.to_json())
+        write_atomic(args.json, result.to_json())
         print(f"wrote {args.json}")
     if args.report:
         paths = write_report(result, args.report, list(picks.values()))
         print(f"wrote {paths[0]}")
     return 0
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    # Nothing half-written where a finished file is expected (principle 11).
-    path = path.expanduser()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({e.strerror}); pick another path") from None

@@ -28,6 +28,7 @@ import torch
 
 from edvr.data.frames import PADDING_MODES
 from edvr.errors import EdvrError, InputError, OutputError
+from edvr.files import write_atomic
 from edvr.inference import video_io
 from edvr.inference.window import WindowRestorer
 from edvr.models.edvr import EDVR
@@ -202,13 +203,7 @@ def _prepare_work_dir(work: Path, state: dict, *, resume: bool, rank: int) -> No
         if not resume or old is None:
             shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(state_file, json.dumps(state, indent=1, sort_keys=True))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: two ranks may both see the end
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(state_file, json.dumps(state, indent=1, sort_keys=True))
 
 
 def _segment_video(work: Path, index: int) -> Path:
@@ -290,7 +285,7 @@ class _Reader:
             # The end of the stream is now known: record it before the last frames are restored, so that a
             # resumed or sharded run that never reads the end again still knows the frame count.
             self.end = last + 1
-            _atomic_write_text(self._end_file, json.dumps({"frames": self.end, "error": self.error}))
+            write_atomic(self._end_file, json.dumps({"frames": self.end, "error": self.error}))
 
     def pop(self, index: int) -> video_io.Frame:
         frame = self.frames.pop(index)
@@ -496,7 +491,7 @@ def _commit(writer, work: Path, seg: int | None, frames: int) -> None:
         return
     if writer is not None:
         writer.close()
-    _atomic_write_text(_segment_marker(work, seg), json.dumps({"frames": frames}))
+    write_atomic(_segment_marker(work, seg), json.dumps({"frames": frames}))
 
 
 def _progress(info: video_io.VideoInfo, *, quiet: bool):

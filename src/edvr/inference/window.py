@@ -65,6 +65,10 @@ def to_image(out: torch.Tensor) -> np.ndarray:
     return out[0].float().clamp_(0, 1).permute(1, 2, 0).contiguous().cpu().numpy()
 
 
+# torch.OutOfMemoryError (any device) is torch >= 2.5; the package supports torch >= 2.1, which has the CUDA one.
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
 class WindowRestorer:
     """Runs an EDVR over a stream of frames.
 
@@ -188,7 +192,7 @@ class WindowRestorer:
         while len(outs) < len(windows):
             try:
                 outs += self._restore_window_views(windows[len(outs):len(outs) + self.batch], images, feats)
-            except torch.OutOfMemoryError:
+            except _OUT_OF_MEMORY:
                 # Out of GPU memory: fewer windows at a time, else smaller tiles; forget cached features, try again.
                 feats.clear()
                 if self.device.type == "cuda":

@@ -189,9 +189,16 @@ def deform_conv2d_torch(
     off = offset.contiguous().reshape(n, dg, taps, 2, ho, wo)  # (N, G, K, (dy, dx), Ho, Wo)
     msk = mask.contiguous().reshape(n, dg, 1, taps, ho, wo)  # (N, G, 1, K, Ho, Wo): broadcast over a group's channels
     xg = x.reshape(n * dg, c_in // dg, h, w)
+    # Half-precision input is sampled in float32, then rounded back: grid_sample takes the positions in the input's
+    # dtype, and in bf16 a normalised coordinate near 1 has steps of 2^-8, 2.5 px on a 1280-wide map (fp16: 2^-11).
+    half = x.dtype if x.dtype in (torch.float16, torch.bfloat16) else None
+    if half is not None:
+        xg = xg.float()
     if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-        # Export: built from the (traced) sizes in the graph, not cached, so that H and W can stay dynamic.
+        # Export: built from the (traced) sizes in the graph, not cached, so that H and W can stay dynamic; and one
+        # chunk of rows, since the tracer would keep the example's chunk bounds (an input with fewer rows broke them).
         base, scale = _make_base_grid(h, w, ho, wo, kh, kw, stride, padding, dilation, x.device, x.dtype, traced=True)
+        chunk_bytes = 2**62
     else:
         base, scale = _base_grid(h, w, ho, wo, kh, kw, stride, padding, dilation, x.device, x.dtype)
     # Without autograd (and outside tracing/export, which want plain ops) results are written in place.
@@ -208,7 +215,7 @@ def deform_conv2d_torch(
         pieces: list[torch.Tensor] = []  # autograd / export path: (N, rows*Wo, Cout) per chunk
         for r0 in range(0, ho, rows):
             r1 = min(ho, r0 + rows)
-            cols = _sample_columns(xg, off, msk, base, scale, r0, r1, no_grad)
+            cols = _sample_columns(xg, off, msk, base, scale, r0, r1, no_grad, half)
             cols = cols.view(n, c_in * taps, (r1 - r0) * wo)  # channel order (cin, k), as weight.reshape has
             # Under autocast the columns may come out in another dtype than x: the product follows the columns.
             w_c = w_t.to(cols.dtype)
@@ -233,7 +240,7 @@ def deform_conv2d_torch(
     outs = []
     for r0 in range(0, ho, rows):
         r1 = min(ho, r0 + rows)
-        cols = _sample_columns(xg, off, msk, base, scale, r0, r1, no_grad)
+        cols = _sample_columns(xg, off, msk, base, scale, r0, r1, no_grad, half)
         cols = cols.view(n, groups, c_per_group * taps, (r1 - r0) * wo)
         outs.append(torch.matmul(w_mat, cols).reshape(n, c_out, r1 - r0, wo))  # (N, groups, Cout/groups, L)
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
@@ -304,9 +311,10 @@ def _make_base_grid(
 
 def _sample_columns(
     xg: torch.Tensor, off: torch.Tensor, msk: torch.Tensor, base: torch.Tensor, scale: torch.Tensor,
-    r0: int, r1: int, no_grad: bool,
+    r0: int, r1: int, no_grad: bool, half: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Bilinear samples of output rows ``[r0, r1)`` times the mask: ``(N*G, Cin/G, K, rows, Wo)``."""
+    """Bilinear samples of output rows ``[r0, r1)`` times the mask: ``(N*G, Cin/G, K, rows, Wo)``, rounded to
+    ``half`` where given."""
     n, dg, taps, _, _, wo = off.shape
     rows = r1 - r0
     o = off[..., r0:r1, :]  # (N, G, K, (dy, dx), rows, Wo)
@@ -326,7 +334,8 @@ def _sample_columns(
     cols = cols.view(n, dg, xg.shape[1], taps, rows, wo)
     m = msk[..., r0:r1, :]
     cols = cols.mul_(m) if no_grad else cols * m
-    return cols.view(n * dg, xg.shape[1], taps, rows, wo)
+    cols = cols.view(n * dg, xg.shape[1], taps, rows, wo)
+    return cols if half is None else cols.to(half)
 
 
 # ------------------------------------------------------------------------------------------ the compiled backend
