@@ -237,17 +237,18 @@ def _publish_folder(frames: Path, dst: Path) -> None:
     """Move the finished ``frames`` folder onto ``dst``; an old ``dst`` (``--overwrite``) is moved aside first and
     deleted last, so that ``dst`` always names either the old output or the whole new one."""
     old = dst.parent / f".{dst.name}.edvr-old"
-    if old.is_dir():
-        shutil.rmtree(old)
-    old.unlink(missing_ok=True)
-    replaced = dst.exists()
-    if replaced:
+    _remove(old)  # left by a run killed between the two renames
+    if dst.exists():
         os.replace(dst, old)
     os.replace(frames, dst)
-    if old.is_dir():
-        shutil.rmtree(old)
-    elif replaced:
-        old.unlink()
+    _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 class _Reader:

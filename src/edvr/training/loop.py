@@ -449,10 +449,10 @@ def _check_compatible(state: dict[str, Any], cfg: Config, path: Path | None, log
         raise CheckpointError(f"{path}: saved with train.dcn_lr_mult={old_mult}, the config asks for "
                               f"{cfg.train.dcn_lr_mult}: resume with {old_mult}, or start a new run from its weights "
                               f"(train.pretrained={path})")
+    now = cfg.to_dict()["train"]  # the form the checkpoint saved (betas as a list)
     for key in ("dcn_lr_mult", "betas", "weight_decay"):
-        old, new = old_train.get(key), getattr(cfg.train, key)
-        if old is not None and (list(old) if isinstance(old, (list, tuple)) else old) != (
-                list(new) if isinstance(new, (list, tuple)) else new):
+        old, new = old_train.get(key), now[key]
+        if old is not None and old != new:
             log.warn(f"resuming with train.{key}={new} (was {old}): the run will not match an uninterrupted one")
 
 
