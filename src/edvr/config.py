@@ -126,9 +126,7 @@ class Config:
         return _plain(dataclasses.asdict(self))
 
     def to_yaml(self) -> str:
-        import yaml
-
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return _yaml().safe_dump(self.to_dict(), sort_keys=False)
 
     def validate(self) -> None:
         """Cross-field checks that a type alone cannot express."""
@@ -175,7 +173,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 def load_yaml_with_bases(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A YAML mapping, merged over its ``_base_`` (recursively; a path relative to the including file)."""
-    import yaml
+    yaml = _yaml()
 
     path = path.resolve() if path.exists() else path
     if not path.is_file():
@@ -217,9 +215,19 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _yaml():
+    """PyYAML (the ``train`` extra), or one line that says how to get it."""
+    try:
+        import yaml
+    except ImportError:
+        raise InputError("configs are YAML and PyYAML is not installed: pip install 'edvr[train]' (or pyyaml)") \
+            from None
+    return yaml
+
+
 def _parse_scalar(text: str) -> Any:
     """Command-line text to a YAML value (``[1, 2]``, ``null``, ``true``); the schema fixes the final type."""
-    import yaml
+    yaml = _yaml()
 
     try:
         return yaml.safe_load(text) if text.strip() else ""

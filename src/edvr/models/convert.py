@@ -17,12 +17,12 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
 
-from edvr.errors import CheckpointError
+from edvr.errors import CheckpointError, OutputError
 from edvr.models.edvr import EDVRConfig
 
 StateDict = dict[str, torch.Tensor]
@@ -119,6 +119,9 @@ def detect_naming(keys: list[str]) -> str:
     if has(_MMAGIC_MARKERS):
         return "mmagic"
     if has(_ORIGINAL_MARKERS):
+        if not has(("tsa_fusion.",)):  # MSRResNet / ESRGAN files of the same repositories have recon_trunk, HRconv
+            raise CheckpointError(f"not an EDVR checkpoint: original-repository names but no EDVR fusion "
+                                  f"(tsa_fusion.*); first keys: {', '.join(keys[:4])}")
         return "original"
     if has(_OURS_MARKERS):
         return "ours"
@@ -181,8 +184,11 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> EDVRConfig:
 
 
 def _is_safetensors(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(9)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror})") from None
     # 8-byte little-endian header length, then the JSON header.
     return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100 * 2**20
 
@@ -190,10 +196,13 @@ def _is_safetensors(path: Path) -> bool:
 def read_checkpoint(path: str | Path, *, param_key: str | None = None) -> LoadedCheckpoint:
     """Read any accepted checkpoint file into our names, with the inferred (or stored) architecture."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; pass a checkpoint file (.pth, .safetensors)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     metadata: dict | None = None
     source_key = None
+    centre = None
     if _is_safetensors(path):
         from safetensors import SafetensorError, safe_open
 
@@ -206,48 +215,60 @@ def read_checkpoint(path: str | Path, *, param_key: str | None = None) -> Loaded
                                   "fetch it again") from None
         container = "edvr" if "edvr_config" in metadata else "state_dict"
     else:
-        raw, container, source_key = _read_pickle(path, param_key)
+        raw, container, source_key, centre = _read_pickle(path, param_key)
     sd, naming = to_our_names(raw)
     if container == "state_dict" and naming != "ours":
         container = naming
-    if metadata and "edvr_config" in metadata:
-        config = config_from_dict(json.loads(metadata["edvr_config"]))
-    else:
-        config = infer_config(sd)
+    try:
+        if metadata and "edvr_config" in metadata:
+            config = config_from_dict(json.loads(metadata["edvr_config"]))
+        else:
+            config = infer_config(sd)
+            if centre is not None:  # an edvr training state records the one setting that weights cannot show
+                config = replace(config, center_frame_idx=centre)
+    except ValueError as e:  # bad JSON, or an architecture EDVRConfig rejects (e.g. groups not dividing num_feat)
+        raise CheckpointError(f"{path}: describes no valid EDVR ({e})") from None
     return LoadedCheckpoint(sd, config, container, source_key, metadata)
 
 
-def _read_pickle(path: Path, param_key: str | None) -> tuple[StateDict, str, str | None]:
+def _read_pickle(path: Path, param_key: str | None) -> tuple[StateDict, str, str | None, int | None]:
+    """The weights, the container's format, the entry they came from, and an edvr training state's centre frame."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for code-carrying pickles, various errors for corrupt files
         text = str(e)
         if re.search(r"GLOBAL|global", text):  # the safe unpickler met a class/function reference: never run it
+            # (a file cut short inside a class name reads as an unknown one, e.g. ``torch.FloatStora``)
             raise CheckpointError(
                 f"{path}: refused: the file holds Python objects or code, not only tensors (edvr opens pickles with "
-                "weights_only=True); convert it on a trusted machine or get the official file"
+                "weights_only=True), or it is cut short; fetch the official file again, or convert it on a trusted "
+                "machine"
             ) from None
-        raise CheckpointError(f"{path}: not a readable checkpoint (neither safetensors nor a PyTorch file)") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (neither safetensors nor a complete PyTorch file); "
+                              "an interrupted download or copy? fetch it again") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     if param_key is not None:
         if param_key not in obj:
             raise CheckpointError(f"{path}: no entry {param_key!r} (entries: {', '.join(map(str, obj))})")
-        return obj[param_key], "basicsr", param_key
+        if not isinstance(obj[param_key], dict):
+            raise CheckpointError(f"{path}: entry {param_key!r} holds {type(obj[param_key]).__name__}, not weights")
+        return obj[param_key], "basicsr" if param_key.startswith("params") else "state_dict", param_key, None
     for key in ("params_ema", "params"):
         if isinstance(obj.get(key), dict):
-            return obj[key], "basicsr", key
+            return obj[key], "basicsr", key, None
     from edvr.training.checkpoint import FORMAT
 
     if obj.get("format") == FORMAT:  # edvr's own training state (iter_N.pt, latest.pt): its EMA weights if it has them
         key = "ema" if isinstance(obj.get("ema"), dict) else "model"
-        return obj[key], "state_dict", key
+        model_cfg = (obj.get("config") or {}).get("model") or {}
+        return obj[key], "state_dict", key, model_cfg.get("center_frame_idx")
     if isinstance(obj.get("state_dict"), dict):  # mmagic / mmedit, also generic training states
-        return obj["state_dict"], "state_dict", "state_dict"
+        return obj["state_dict"], "state_dict", "state_dict", None
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj, "state_dict", None
+        return obj, "state_dict", None, None
     entries = ", ".join(map(str, list(obj)[:8]))
-    raise CheckpointError(f"{path}: no weights found (entries: {entries}); pass param_key= to pick one")
+    raise CheckpointError(f"{path}: no weights found (entries: {entries}); pick one with --param-key (param_key=)")
 
 
 def config_from_dict(d: Mapping) -> EDVRConfig:
@@ -305,13 +326,19 @@ def save_checkpoint(
         tensors[k] = v.contiguous().clone()  # clone: safetensors refuses tensors that share storage
     meta = {"format": "edvr", "edvr_config": json.dumps(config.to_dict()), "edvr_version": __version__}
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot be written ({e.strerror}); pick a folder you can write to") from None
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OutputError(f"{path}: cannot be written ({e.strerror or e}); free some space or pick another "
+                              "folder") from None
         raise
     return path

@@ -162,7 +162,8 @@ def load_model(
     dcn_backend: str | None = None,
     param_key: str | None = None,
 ) -> EDVR:
-    """An EDVR in eval mode from a model name (``edvr models``) or any accepted checkpoint file.
+    """An EDVR in eval mode from a model name (``edvr models``) or any accepted checkpoint file; a bare file name
+    that is not in the current folder is looked for in :func:`weights_dirs` too.
 
     The file's format (edvr safetensors, BasicSR, original EDVR repo, mmagic, bare state dict) and the architecture
     are recognised from its keys and shapes; a named model's architecture must match its record.
@@ -173,9 +174,12 @@ def load_model(
         path_or_name = DEFAULT_MODEL
     record = MODELS.get(str(path_or_name))
     path = find_weights(record) if record else Path(path_or_name)
+    if record is None and not path.exists() and path.name == str(path_or_name):  # a bare file name: the caches too
+        path = next((d / path.name for d in weights_dirs() if (d / path.name).is_file()), path)
     if record is None and not path.exists():
         known = ", ".join(MODELS)
-        raise CheckpointError(f"{path_or_name}: neither a file nor a model name (known: {known})")
+        where = " or ".join(str(d) for d in weights_dirs())
+        raise CheckpointError(f"{path_or_name}: neither a file (here or in {where}) nor a model name (known: {known})")
     if record is not None:
         _check_hash_prefix(path)
     loaded = read_checkpoint(path, param_key=param_key)
