@@ -230,6 +230,11 @@ def test_reds_bad_options_are_input_errors(reds_root):
         REDSDataset(reds_root, num_frames=11, frame_interval=2)
     with pytest.raises(InputError, match="smaller than gt_size 64"):
         REDSDataset(reds_root, gt_size=64)[0]
+    # YAML's unquoted clips: [000, 011] are the numbers 0 and 9
+    with pytest.raises(InputError, match="quote them in YAML"):
+        REDSDataset(reds_root, split="reds4", clips=[0, 9])
+    with pytest.raises(InputError, match="frame_interval='1'"):
+        REDSDataset(reds_root, frame_interval="1")
 
 
 def test_registry():
@@ -412,3 +417,18 @@ def test_video_folder_errors(tmp_path):
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
     with pytest.raises(InputError, match=r"broken.mp4: cannot open the video"):
         VideoFolderDataset(tmp_path)
+
+
+def test_video_folder_pickles_and_refuses_mixed_frame_sizes(tmp_path, bikes_frames):
+    """Spawned loader workers (macOS's default) get the dataset pickled; a frame of another size in a clip is one
+    line naming the file, not a stack error."""
+    import pickle
+
+    for t, f in enumerate(bikes_frames[:4]):
+        save(tmp_path / "bikes" / f"{t:04d}.png", f)
+    ds = VideoFolderDataset(tmp_path, split="test", num_frames=3)
+    again = pickle.loads(pickle.dumps(ds))
+    assert torch.equal(again[1]["lq"], ds[1]["lq"])
+    save(tmp_path / "bikes" / "0002.png", bikes_frames[2][:60])
+    with pytest.raises(InputError, match=r"0002.png: 96x60, but bikes's frame 0 is 96x64"):
+        VideoFolderDataset(tmp_path, split="test", num_frames=3)[1]

@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python configs/default_model/ablation.py [--iterations 1500] [--rows single,concat,pcd,pcd_tsa]
         [--root runs/ablation] [--data datasets/edvr_real] [--set KEY=VALUE ...] [--seeds 1,2,3]
-    (--rows defaults to the paper's four; single_plain and concat_tsa are asked for by name)
+    (--rows defaults to the paper's four; single_plain and single_pcd are asked for by name)
 
 Every row is the recipe ``edvr_s_real_x4.yaml`` (same data, sampling seed, batch, patch, optimiser, cosine
 schedule, loss) with ``train.iterations`` set to the same budget, and one architectural change:
@@ -13,11 +13,12 @@ schedule, loss) with ``train.iterations`` set to the same budget, and one archit
 - ``pcd``      5 frames, PCD alignment, 1x1-conv fusion (with_tsa=false);
 - ``pcd_tsa``  5 frames, PCD + TSA: the default model's architecture.
 
-Two more rows separate what the neighbours add from what PCD and TSA add as layers (``single`` runs the centre frame
-through both, so it has PCD's and TSA's convolutions; ``concat`` has neither):
+``single`` runs the centre frame through PCD and TSA, so it has their convolutions as extra layers: it is
+``pcd_tsa``'s network without neighbours. Two more one-frame rows are the other rows' networks without neighbours,
+so that each multi-frame row can also be compared with the same network fed one frame:
 
-- ``single_plain``  num_frames=1, no PCD, 1x1-conv fusion: ``concat``'s network with its neighbours taken away;
-- ``concat_tsa``    5 frames, no alignment, TSA fusion: ``pcd_tsa``'s network with PCD taken away.
+- ``single_plain``  num_frames=1, no PCD, 1x1-conv fusion: ``concat``'s network (0.32 M parameters);
+- ``single_pcd``    num_frames=1, PCD, 1x1-conv fusion: ``pcd``'s network (0.67 M).
 
 ``concat`` is EDVR's ``with_alignment=False``. Each row is trained with edvr's own loop (``edvr.training.loop.train``;
 rows resume if interrupted), then scored on the held-out real clips (``heldout.py``) and, where ``build_data.py`` made
@@ -49,7 +50,7 @@ ROWS = {
     "pcd_tsa": ("5 frames, PCD + TSA", {}),
     "single_plain": ("1 frame, no PCD, 1x1-conv fusion", {"model.num_frames": 1, "model.with_tsa": False,
                                                           "model.with_alignment": False}),
-    "concat_tsa": ("5 frames, no alignment, TSA fusion", {"model.with_alignment": False}),
+    "single_pcd": ("1 frame, PCD, 1x1-conv fusion", {"model.num_frames": 1, "model.with_tsa": False}),
 }
 
 

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edvr.data.frames import default_padding
-from edvr.data.videos import PairedClipsDataset, paired_clip, require_dir
+from edvr.data.videos import PairedClipsDataset, clip_names, paired_clip, require_dir
 from edvr.errors import InputError
 
 REDS4_CLIPS: tuple[str, ...] = ("000", "011", "015", "020")
@@ -113,7 +113,7 @@ class REDSDataset(PairedClipsDataset):
 
         available = sorted(p.name for p in gt_root.iterdir() if p.is_dir())
         if clips is not None:
-            names = list(clips)
+            names = clip_names(clips)
         elif split == "train":
             held_out = set(VAL_PARTITIONS[val_partition])
             names = [c for c in available if c not in held_out]

@@ -17,7 +17,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from edvr.data.videos import PairedClipsDataset, paired_clip, require_dir
+from edvr.data.videos import PairedClipsDataset, clip_names, paired_clip, require_dir
 from edvr.errors import InputError
 
 VID4_CLIPS: tuple[str, ...] = ("calendar", "city", "foliage", "walk")
@@ -54,7 +54,7 @@ class Vid4Dataset(PairedClipsDataset):
         require_dir(root, layout)
         gt_root = require_dir(root / "GT", layout)
         lq_root = require_dir(root / lq_name, layout)
-        names = list(clips) if clips is not None else list(VID4_CLIPS)
+        names = clip_names(clips) if clips is not None else list(VID4_CLIPS)
         for name in names:
             require_dir(gt_root / name, f"clip {name!r} in {layout}")
             require_dir(lq_root / name, f"clip {name!r} in {layout}")

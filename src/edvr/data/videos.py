@@ -77,6 +77,16 @@ def list_frames(folder: Path) -> list[Path]:
     return list_images(folder)
 
 
+def clip_names(clips: Sequence[str] | str) -> list[str]:
+    """A list of clip folder names, or one InputError for names that are not text: in YAML an unquoted ``011`` is
+    the number 9 (octal) and ``000`` is 0, so a number here is never the folder the user meant."""
+    names = [clips] if isinstance(clips, str) else list(clips)
+    if not all(isinstance(n, str) for n in names):
+        raise InputError(f"clips={names!r}: clip names are folder names, text; quote them in YAML ('000', '011': "
+                         "unquoted, 011 reads as the number 9)")
+    return names
+
+
 def require_dir(path: Path, expected: str) -> Path:
     """Return ``path`` if it is a folder, else raise ``InputError`` saying what layout was expected there."""
     if not path.is_dir():
@@ -149,7 +159,7 @@ class PairedClipsDataset(Dataset):
         if padding not in PADDING_MODES:
             raise InputError(f"padding={padding!r}: unknown temporal padding; use one of {', '.join(PADDING_MODES)}")
         intervals = (frame_interval,) if isinstance(frame_interval, int) else tuple(frame_interval)
-        if not intervals or min(intervals) < 1:
+        if not intervals or not all(isinstance(i, int) for i in intervals) or min(intervals) < 1:
             raise InputError(f"frame_interval={frame_interval!r}: must be a positive integer or a list of them")
         if not test and gt_size % scale:
             raise InputError(f"gt_size={gt_size}: must be a multiple of scale {scale} so LQ and GT patches align")
@@ -265,14 +275,17 @@ class Source:
 
 
 def count_video_frames(path: Path) -> int:
-    """Frames in the first video stream: the container's count, else counted by demuxing (no decoding)."""
+    """Frames in the video stream (the first that is not cover art, as :func:`read_frames`): the container's count,
+    else counted by demuxing (no decoding)."""
     import av
+
+    from edvr.inference.video_io import _video_stream
 
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise InputError(f"{path}: no video stream; remove the file or point at a folder of videos only")
-            stream = container.streams.video[0]
+            stream = _video_stream(container, path)  # the stream read_frames decodes (cover art is skipped)
             if stream.frames > 0:
                 return int(stream.frames)
             return sum(1 for packet in container.demux(stream) if packet.size > 0)
@@ -328,8 +341,9 @@ class VideoFolderDataset(Dataset):
 
     Decoding choice: video files are decoded whole, once per worker process, into uint8 arrays kept in a
     least-recently-used cache of at most ``cache_frames`` frames (600 frames of 720p are 1.7 GB per worker). A video
-    longer than that is decoded up to each window from its start: correct but slow, with a warning; for
-    large training sets extract frames once with ``edvr prepare`` (or ffmpeg) and train on the frame folders.
+    longer than that is decoded up to each window from its start, and when all videos together exceed it most random
+    training windows decode a video again: correct but slow, with a warning; for large training sets extract frames
+    once with ``edvr prepare`` (or ffmpeg) and train on the frame folders.
     """
 
     _MARGIN = 4
@@ -363,10 +377,10 @@ class VideoFolderDataset(Dataset):
             raise InputError(f"blur_frames={blur_frames}: must be odd and positive (the blur is centred on a frame)")
         if jpeg_quality is not None and h264_crf is not None:
             raise InputError("jpeg_quality and h264_crf both set; pick one compression")
-        # Fail here, not in a worker, if the degradation module is broken or missing.
-        from edvr.data import degradations
+        # Fail here, not in a worker, if the degradation module is broken or missing. (Not kept as an attribute:
+        # a module cannot be pickled, and spawned loader workers, macOS's default, get the dataset pickled.)
+        from edvr.data import degradations  # noqa: F401
 
-        self._deg = degradations
         self.sources = find_sources(root)
         self.degradation = degradation
         self.blur_frames = blur_frames
@@ -381,6 +395,14 @@ class VideoFolderDataset(Dataset):
             clips, test=split == "test", num_frames=num_frames, gt_size=gt_size, scale=scale, augment=augment,
             frame_interval=frame_interval, random_reverse=random_reverse, padding=padding, seed=seed,
         )  # fmt: skip
+        video_frames = sum(src.count for src in self.sources if src.is_video)
+        if split == "train" and video_frames > cache_frames:  # random windows over all videos: most miss the cache
+            warnings.warn(
+                f"{root}: its videos hold {video_frames} frames, more than cache_frames={cache_frames}; training "
+                "windows are drawn at random, so most of them decode a whole video again (slow). Extract frames with "
+                "`edvr prepare` (or raise cache_frames if memory allows).",
+                stacklevel=2,
+            )
         self.scale = scale
         self._cache: OrderedDict[Path, np.ndarray] = OrderedDict()
         self._cached = 0
@@ -448,7 +470,8 @@ class VideoFolderDataset(Dataset):
         return {"lq": lq.contiguous(), "gt": gt.contiguous(), "key": f"{source.name}/{frame_name}"}
 
     def _degrade_window(self, neighbours: list[int], gt_region, half_blur: int, count: int) -> Tensor:
-        deg = self._deg
+        from edvr.data import degradations as deg
+
         if self.degradation == "blur":
             lq = []
             for i in neighbours:
@@ -476,6 +499,12 @@ class VideoFolderDataset(Dataset):
         else:
             video = self._video(source, indices)
             out = {i: torch.from_numpy(video[i]).permute(2, 0, 1) for i in indices}
+        first = out[indices[0]].shape[-2:]
+        for i, x in out.items():
+            if x.shape[-2:] != first:
+                where = f"frame {i}" if source.is_video else str(source.frames[i])
+                raise InputError(f"{where}: {x.shape[-1]}x{x.shape[-2]}, but {source.name}'s frame {indices[0]} is "
+                                 f"{first[1]}x{first[0]}; every frame of a clip must have one size")
         sc = self.scale
         return {i: x[..., : x.shape[-2] // sc * sc, : x.shape[-1] // sc * sc] for i, x in out.items()}
 
