@@ -213,6 +213,9 @@ def test_compiled_backend_is_cpu_only():
     assert deform_conv.resolve_backend("compiled", "cpu") == "compiled"
     with pytest.raises(BackendUnavailableError, match="CPU only"):
         deform_conv.resolve_backend("compiled", "cuda")
+    with pytest.raises(BackendUnavailableError, match="no Apple MPS kernel"):
+        deform_conv.resolve_backend("torchvision", "mps")
+    assert deform_conv.resolve_backend("auto", "mps") == "torch"
 
 
 @pytest.mark.skipif(not torchvision_available(), reason="torchvision not installed beside this torch")
@@ -283,3 +286,26 @@ def test_base_grid_cached_in_inference_mode_still_works_with_autograd():
     out.sum().backward()
     assert (out.detach() - expected).abs().max().item() < 1e-5
     assert all(t.grad is not None for t in leaves)
+
+
+def test_base_grid_makes_no_float64_tensor_on_the_device(monkeypatch):
+    """Apple MPS has no float64: the grid is computed in float64 on the CPU and moved once rounded."""
+    from edvr.ops import deform_conv as dc
+
+    made = []
+    for name in ("arange", "tensor"):
+        real = getattr(torch, name)
+
+        def spy(*args, _real=real, **kwargs):
+            t = _real(*args, **kwargs)
+            made.append((t.dtype, t.device.type))
+            return t
+
+        monkeypatch.setattr(torch, name, spy)
+    base, scale = dc._make_base_grid(12, 20, 12, 20, 3, 3, 1, 1, 1, torch.device("meta"), torch.float32)
+    assert (base.device.type, base.dtype) == (scale.device.type, scale.dtype) == ("meta", torch.float32)
+    assert made and not [m for m in made if m == (torch.float64, "meta")]
+    monkeypatch.undo()
+    on_cpu, _ = dc._make_base_grid(12, 20, 12, 20, 3, 3, 1, 1, 1, torch.device("cpu"), torch.float32)
+    assert on_cpu.shape == base.shape
+

@@ -504,6 +504,53 @@ def test_out_of_memory_falls_back_to_tiles(monkeypatch):
     assert all(np.array_equal(out[c], tiled[c]) for c in out)
 
 
+def test_mps_out_of_memory_also_falls_back_and_other_errors_pass(monkeypatch):
+    """Apple MPS reports running out of memory as a plain RuntimeError; any other RuntimeError is not retried."""
+    model = tiny_model()
+    frames = real_frames(5, 64)
+    encode = model.encode
+
+    def small_only(x):
+        if x.shape[-1] * x.shape[-2] > 48 * 48:
+            raise RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB, other allocations: 1.00 GB)")
+        return encode(x)
+
+    monkeypatch.setattr(model, "encode", small_only)
+    restorer = WindowRestorer(model, padding="replicate", tile_overlap=8)
+    assert len(dict(restorer.restore(enumerate(frames)))) == 5 and restorer.tile == 32
+
+    def broken(x):
+        raise RuntimeError("Expected all tensors to be on the same device")
+
+    monkeypatch.setattr(model, "encode", broken)
+    restorer = WindowRestorer(model, padding="replicate")
+    with pytest.raises(RuntimeError, match="same device"):
+        dict(restorer.restore(enumerate(frames)))
+    assert restorer.tile is None
+
+
+def test_half_precision_overflow_is_redone_in_float32(monkeypatch):
+    """A half-precision pass whose output is not finite is redone in float32 (with one warning), and the rest of the
+    clip stays in float32: the result equals a float32 run."""
+    model = tiny_model()
+    frames = real_frames(6, 32)
+    expected = dict(WindowRestorer(model, padding="replicate").restore(enumerate(frames)))
+    reconstruct = model.reconstruct
+    calls = []
+
+    def overflow_at_third_window(fused, center):
+        calls.append(1)
+        out = reconstruct(fused, center)
+        return out.fill_(float("inf")) if len(calls) == 3 else out
+
+    monkeypatch.setattr(model, "reconstruct", overflow_at_third_window)
+    restorer = WindowRestorer(model, padding="replicate", half=True)  # on CPU: no autocast, the check still runs
+    with pytest.warns(RuntimeWarning, match="frame 2 overflowed in float16; restoring in float32"):
+        out = dict(restorer.restore(enumerate(frames)))
+    assert not restorer.half and len(calls) == 7  # the third window twice
+    assert all(np.array_equal(out[c], expected[c]) for c in expected)
+
+
 def test_out_of_memory_halves_the_batch_before_tiling(monkeypatch):
     model = tiny_model()
     frames = real_frames(7, 32)

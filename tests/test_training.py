@@ -48,6 +48,20 @@ def train_set(frames):
 # ---------------------------------------------------------------------------------------------- pure pieces
 
 
+def test_an_op_missing_on_apple_mps_is_one_line(monkeypatch, capsys):
+    from edvr.training import command, loop
+
+    def missing_op(cfg, resume=None):
+        raise NotImplementedError("The operator 'aten::grid_sampler_2d_backward' is not currently implemented for the "
+                                  "MPS device. If you want this op to be added in priority...\nmore lines")
+
+    monkeypatch.setattr(loop, "train", missing_op)
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml"
+    assert command.main([str(recipe), "train.device=mps"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "grid_sampler_2d_backward" in err and "PYTORCH_ENABLE_MPS_FALLBACK=1" in err
+
+
 def test_cosine_restarts_at_period_boundaries():
     periods, weights, base, eta = [50_000, 100_000, 150_000, 150_000, 150_000], [1, 0.5, 0.5, 0.5, 0.5], 4e-4, 1e-7
 

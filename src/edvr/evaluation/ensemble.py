@@ -104,10 +104,16 @@ def ensemble_forward(model: nn.Module, window: torch.Tensor, mode: str = "x8t") 
         w = torch.flip(window, (1,)) if reverse else window
         for t in transforms(mode):
             out = t.invert(model(t.apply(w)))
-            total = out.double() if total is None else total + out.double()
+            total = as_float64(out) if total is None else total + as_float64(out)
             count += 1
     assert total is not None
-    return (total / count).to(out.dtype)
+    return (total / count).to(out.dtype).to(out.device)
+
+
+def as_float64(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float64, for the exact sums of the ensemble: moved to the CPU where the device has no float64 (Apple
+    MPS). A sum of up to 16 float32 values is exact in float64, so the device changes no bit."""
+    return (t.cpu() if t.device.type == "mps" else t).double()
 
 
 def forward(model: nn.Module, window: torch.Tensor, ensemble: str | None = None) -> torch.Tensor:

@@ -45,7 +45,7 @@ class RestoreOptions:
     padding: str | None = None  # temporal padding at clip ends; None: the model's task default
     tile: int | None = None  # spatial tile size in input pixels; None: whole frames (auto-tiled on GPU OOM)
     tile_overlap: int = 32
-    half: bool = False  # fp16/bf16 autocast on GPUs
+    half: bool = False  # fp16 autocast on GPUs
     codec: str | None = None  # video output: None is libx264 (libvpx-vp9 for .webm), 10-bit when the input is
     crf: int | None = None
     pix_fmt: str | None = None
@@ -334,8 +334,15 @@ def restore_video(
             opts.pix_fmt = opts.pix_fmt or video_io.output_pix_fmt(info.bit_depth, opts.codec)
             video_io.check_container(dst, opts.codec, opts.pix_fmt, src if src.is_file() else None)
         rank, world = group.rank, group.world
-        cuda_rank = world > 1 and torch.cuda.is_available()
-        dev = torch.device("cuda", _local_rank()) if cuda_rank else pick_device(device)
+        dev = pick_device(device)
+        if world > 1 and dev.type == "cuda" and dev.index is None:  # torchrun: each process on its own GPU
+            local, gpus = _local_rank(), torch.cuda.device_count()
+            if local >= gpus:
+                raise InputError(f"torchrun started more processes on this machine than it has CUDA GPUs ({gpus}): "
+                                 f"use --nproc-per-node {gpus} or fewer, or --device cpu")
+            dev = torch.device("cuda", local)
+        if dev.type == "cuda" and dev.index is not None:
+            torch.cuda.set_device(dev)  # what later current-device calls (empty_cache, ...) refer to
         dcn_backend = job_dcn_backend(dcn_backend, dev, info.num_frames_hint, info.height, info.width)
         if dcn_backend == "compiled" and not quiet and rank == 0:
             print("edvr restore: the deformable convs and the Winograd convs run compiled; the first frame waits for "

@@ -12,6 +12,7 @@ centre part of each tile's output is kept. With enough overlap (context) the res
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -67,6 +68,22 @@ def to_image(out: torch.Tensor) -> np.ndarray:
 
 # torch.OutOfMemoryError (any device) is torch >= 2.5; the package supports torch >= 2.1, which has the CUDA one.
 _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def _is_out_of_memory(e: RuntimeError) -> bool:
+    # CUDA raises torch.OutOfMemoryError; Apple MPS a plain RuntimeError ("MPS backend out of memory ...").
+    return isinstance(e, _OUT_OF_MEMORY) or "out of memory" in str(e)
+
+
+def _empty_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
+class _HalfOverflow(Exception):
+    """A half-precision pass gave non-finite values: the windows are redone in float32."""
 
 
 class WindowRestorer:
@@ -181,9 +198,16 @@ class WindowRestorer:
 
     # -------------------------------------------------------------------------------------------- internals
     def _autocast(self):
+        # fp16, not bf16: its 10 mantissa bits keep the output ~6x closer to float32 than bf16's 7 (CPU autocast,
+        # shipped model, real frames: largest difference 8e-4 against 5e-3), and EDVR's activations stay far below
+        # fp16's 65504; a pass that overflows anyway is redone in float32 (_HalfOverflow).
         if self.half and self.device.type in ("cuda", "mps"):
-            dtype = torch.bfloat16 if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
-            return torch.autocast(self.device.type, dtype=dtype)
+            try:
+                return torch.autocast(self.device.type, dtype=torch.float16)
+            except RuntimeError as e:  # MPS autocast needs torch >= 2.5
+                warnings.warn(f"--half: no autocast on {self.device.type} in this PyTorch ({e}); running in float32",
+                              RuntimeWarning, stacklevel=2)
+                self.half = False
         return torch.autocast("cpu", enabled=False)
 
     def _restore_windows(self, windows: list[list[int]], images: dict, feats: dict, size: torch.Size
@@ -192,31 +216,45 @@ class WindowRestorer:
         while len(outs) < len(windows):
             try:
                 outs += self._restore_window_views(windows[len(outs):len(outs) + self.batch], images, feats)
-            except _OUT_OF_MEMORY:
-                # Out of GPU memory: fewer windows at a time, else smaller tiles; forget cached features, try again.
-                feats.clear()
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                if self.batch > 1:
-                    self.batch //= 2
-                    continue
-                current = self.tile or max(size)
-                if current // 2 < 4 * self.multiple:
+                continue
+            except _HalfOverflow:
+                out_of_memory = False
+            except RuntimeError as e:
+                if not _is_out_of_memory(e) or (self.batch == 1 and (self.tile or max(size)) // 2 < 4 * self.multiple):
                     raise
-                self.tile = current // 2
+                out_of_memory = True
+            # Here, outside the except clause, the failed pass's tensors are no longer held by a traceback.
+            feats.clear()  # cached features: in half precision, or for a batch/tile size that no longer fits
+            if not out_of_memory:
+                warnings.warn(f"--half: window at frame {windows[len(outs)][len(windows[0]) // 2]} overflowed in "
+                              "float16; restoring in float32 from there on", RuntimeWarning, stacklevel=2)
+                self.half = False
+                continue
+            # Out of memory: fewer windows at a time, else smaller tiles.
+            _empty_cache(self.device)
+            if self.batch > 1:
+                self.batch //= 2
+            else:
+                self.tile = (self.tile or max(size)) // 2
         return outs
 
     @torch.inference_mode()
     def _restore_window_views(self, windows: list[list[int]], images: dict, feats: dict) -> list[np.ndarray]:
         if not self.ensemble:
             out = self._restore_view(windows, images, feats, None, False)
+            if self.half and not torch.isfinite(out).all():
+                raise _HalfOverflow
         else:
             # Summed in float64 in the order edvr.evaluation.ensemble uses, so restore and eval agree to the bit.
+            from edvr.evaluation.ensemble import as_float64
+
             total = None
             for reverse, t in self.views:
-                view = t.invert(self._restore_view(windows, images, feats, t, reverse)).double()
+                view = as_float64(t.invert(self._restore_view(windows, images, feats, t, reverse)))
                 total = view if total is None else total + view
             out = (total / len(self.views)).float()
+            if self.half and not torch.isfinite(out).all():
+                raise _HalfOverflow
         return [to_image(out[b:b + 1]) for b in range(len(windows))]
 
     def _frame(self, image: torch.Tensor, t) -> torch.Tensor:

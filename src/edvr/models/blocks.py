@@ -230,13 +230,20 @@ class DCNPack(nn.Module):
         )
 
     def _record_offsets(self, offset: torch.Tensor) -> None:
-        # Training only: keeps the mean |offset| for the loop's log and warns the first time it passes the threshold;
-        # it costs a reduction, and a device sync on every call until it has warned.
+        # Training only: keeps the mean |offset| (a reduction, left on the device) for the loop's log. On the CPU it is
+        # checked against the threshold at once; on a GPU reading it every call would stall the queue of kernels, so
+        # there it is checked when it is read (EDVR.largest_offset, which the training loop calls when it logs).
         self.offset_magnitude = offset.detach().abs().mean()
-        if self.offset_warned:
-            return
+        if offset.device.type == "cpu":
+            self.check_offset()
+
+    def check_offset(self) -> float | None:
+        """The mean |offset| of the last training-mode call (None before any); warns once (per pack) when it is
+        above ``OFFSET_WARN_THRESHOLD``."""
+        if self.offset_magnitude is None:
+            return None
         mean = self.offset_magnitude.item()
-        if mean > OFFSET_WARN_THRESHOLD:
+        if mean > OFFSET_WARN_THRESHOLD and not self.offset_warned:
             self.offset_warned = True
             warnings.warn(
                 f"{self.layer_name}: mean |offset| is {mean:.1f} (> {OFFSET_WARN_THRESHOLD:g}), a known sign of "
@@ -244,6 +251,7 @@ class DCNPack(nn.Module):
                 RuntimeWarning,
                 stacklevel=3,
             )
+        return mean
 
 
 class PCDAlignment(nn.Module):

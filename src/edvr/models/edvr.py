@@ -163,7 +163,7 @@ class EDVR(nn.Module):
     def largest_offset(self) -> tuple[str, float] | None:
         """The DCN whose mean |offset| (pixels, over its last training-mode call) is largest, as (layer name, value);
         None before any training-mode forward, or without deformable convs (the training loop logs it)."""
-        seen = [(m.offset_magnitude.item(), m.layer_name) for m in self.dcn_modules() if m.offset_magnitude is not None]
+        seen = [(mean, m.layer_name) for m in self.dcn_modules() if (mean := m.check_offset()) is not None]
         if not seen:
             return None
         value, name = max(seen)

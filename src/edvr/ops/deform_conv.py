@@ -101,6 +101,9 @@ def resolve_backend(name: str, device: torch.device | str) -> str:
         raise BackendUnavailableError(
             f"deformable-conv backend 'compiled' runs on CPU only, not {device.type}: use 'auto' or 'torch'"
         )
+    if name == "torchvision" and device.type == "mps":
+        raise BackendUnavailableError("deformable-conv backend 'torchvision' has no Apple MPS kernel: use 'auto' or "
+                                      "'torch'")
     if name == "torchvision" and not torchvision_available():
         raise BackendUnavailableError(
             "deformable-conv backend 'torchvision' needs a working torchvision matching your torch "
@@ -292,20 +295,21 @@ def _make_base_grid(
     device: torch.device, dtype: torch.dtype, traced: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     dt = dtype if dtype in (torch.float32, torch.float64) else torch.float32
-    # Computed in float64 and rounded once, except in an exported graph (float32 there, as ONNX runtimes prefer).
-    ct = dt if traced else torch.float64
-    ys = torch.arange(ho, dtype=ct, device=device) * stride - padding
-    xs = torch.arange(wo, dtype=ct, device=device) * stride - padding
-    ki = torch.arange(kh, dtype=ct, device=device).repeat_interleave(kw) * dilation  # (K,) row of tap k
-    kj = torch.arange(kw, dtype=ct, device=device).repeat(kh) * dilation  # (K,) column of tap k
+    # Computed in float64 on the CPU (Apple MPS has no float64) and rounded once, then moved; in an exported graph
+    # in float32 on the graph's device (as ONNX runtimes prefer).
+    ct, cdev = (dt, device) if traced else (torch.float64, torch.device("cpu"))
+    ys = torch.arange(ho, dtype=ct, device=cdev) * stride - padding
+    xs = torch.arange(wo, dtype=ct, device=cdev) * stride - padding
+    ki = torch.arange(kh, dtype=ct, device=cdev).repeat_interleave(kw) * dilation  # (K,) row of tap k
+    kj = torch.arange(kw, dtype=ct, device=cdev).repeat(kh) * dilation  # (K,) column of tap k
     # Pixel centre i sits at (2i + 1) / size - 1 in grid_sample's coordinates (align_corners=False).
     py = (2 * (ki.view(-1, 1, 1) + ys.view(1, -1, 1)) + 1) / h - 1  # (K, Ho, 1)
     px = (2 * (kj.view(-1, 1, 1) + xs.view(1, 1, -1)) + 1) / w - 1  # (K, 1, Wo)
-    base = torch.stack(torch.broadcast_tensors(py, px), dim=-1).to(device=device, dtype=dt)
+    base = torch.stack(torch.broadcast_tensors(py, px), dim=-1).to(dt).to(device)  # rounded before it moves
     if traced:
         scale = torch.stack([2.0 / torch.as_tensor(h, dtype=dt), 2.0 / torch.as_tensor(w, dtype=dt)]).to(device)
     else:
-        scale = torch.tensor([2.0 / h, 2.0 / w], dtype=torch.float64).to(device=device, dtype=dt)
+        scale = torch.tensor([2.0 / h, 2.0 / w], dtype=dt).to(device)
     return base, scale
 
 

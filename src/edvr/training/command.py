@@ -29,9 +29,16 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
+    from edvr.errors import InputError
     from edvr.training.loop import train
 
-    train(cfg, resume=args.resume)
+    try:
+        train(cfg, resume=args.resume)
+    except NotImplementedError as e:  # an op that PyTorch's Apple MPS backend lacks (grid_sample's backward, ...)
+        if "MPS" not in str(e):
+            raise
+        raise InputError(f"train.device={cfg.train.device}: {str(e).splitlines()[0]} Set PYTORCH_ENABLE_MPS_FALLBACK=1 "
+                         "(such ops then run on the CPU) or train on cuda or cpu") from None
     return 0
 
 

@@ -117,7 +117,10 @@ def train(cfg: Config, *, resume: str | None = None, train_set: Dataset | None =
     if offset_params:
         groups.append({"params": offset_params, "lr_mult": t.dcn_lr_mult})
     optimizer = torch.optim.Adam(groups, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    fp16 = amp_dtype == torch.float16
+    # torch.amp.GradScaler is torch >= 2.3; the package supports 2.1, which has the CUDA one (fp16 is CUDA-only here).
+    scaler = (torch.amp.GradScaler(device.type, enabled=fp16) if hasattr(torch.amp, "GradScaler")
+              else torch.cuda.amp.GradScaler(enabled=fp16))
     loss_fn = _loss_function(cfg)
     loss_scale = info.world_size if t.loss_reduction == "sum" else 1  # see the module docstring
     has_tsa = bool(model.tsa_parameters())
