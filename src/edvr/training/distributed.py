@@ -21,6 +21,7 @@ where the sample sits in the run, not of the history of some worker's RNG. So:
 
 from __future__ import annotations
 
+import datetime
 import os
 import random
 from collections.abc import Iterator
@@ -62,7 +63,9 @@ def setup(device: str = "auto") -> DistInfo:
         backend = "nccl" if dev.type == "cuda" else "gloo"
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        # Validation runs on rank 0 while the others wait at a barrier: allow it an hour (NCCL's default is 10 min).
+        torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world_size,
+                                             timeout=datetime.timedelta(hours=1))
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 
