@@ -339,7 +339,8 @@ class VideoFolderDataset(Dataset):
     the patch then equals the same crop of the whole degraded frame: where the margin is clipped by the frame
     border, the degradation sees that same border in both cases. Sampling otherwise as :class:`PairedClipsDataset`.
 
-    Decoding choice: video files are decoded whole, once per worker process, into uint8 arrays kept in a
+    Decoding choice: video files are decoded whole, once per worker process, into uint8 arrays (a 10- or 12-bit
+    video is rounded to 8 bits here; frame folders of 16-bit PNGs keep their precision) kept in a
     least-recently-used cache of at most ``cache_frames`` frames (600 frames of 720p are 1.7 GB per worker). A video
     longer than that is decoded up to each window from its start, and when all videos together exceed it most random
     training windows decode a video again: correct but slow, with a warning; for large training sets extract frames

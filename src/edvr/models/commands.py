@@ -8,16 +8,19 @@ from pathlib import Path
 from edvr.errors import OutputError
 
 
+PARAM_KEY_HELP = "entry of a checkpoint file to take (default: params_ema, else params, else the weights found)"
+
+
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     if name == "convert":
         p.add_argument("input", help="checkpoint: BasicSR, original EDVR repo, mmagic, bare state dict or edvr")
         p.add_argument("output", help="where to write edvr's safetensors file")
-        p.add_argument("--param-key", help="entry of a BasicSR file to take (default: params_ema, else params)")
+        p.add_argument("--param-key", help=PARAM_KEY_HELP)
         p.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
         p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     elif name == "info":
         p.add_argument("input", help="checkpoint file or model name")
-        p.add_argument("--param-key", help="entry of a BasicSR file to take")
+        p.add_argument("--param-key", help=PARAM_KEY_HELP)
 
 
 def run(args: argparse.Namespace) -> int:
