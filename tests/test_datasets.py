@@ -233,8 +233,11 @@ def test_reds_bad_options_are_input_errors(reds_root):
     # YAML's unquoted clips: [000, 011] are the numbers 0 and 9
     with pytest.raises(InputError, match="quote them in YAML"):
         REDSDataset(reds_root, split="reds4", clips=[0, 9])
-    with pytest.raises(InputError, match="frame_interval='1'"):
-        REDSDataset(reds_root, frame_interval="1")
+    with pytest.raises(InputError, match="quote them in YAML"):
+        REDSDataset(reds_root, split="reds4", clips=9)  # clips: 011
+    for interval in ("1", 1.5):
+        with pytest.raises(InputError, match=f"frame_interval={interval!r}"):
+            REDSDataset(reds_root, frame_interval=interval)
 
 
 def test_registry():

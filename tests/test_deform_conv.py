@@ -308,4 +308,3 @@ def test_base_grid_makes_no_float64_tensor_on_the_device(monkeypatch):
     monkeypatch.undo()
     on_cpu, _ = dc._make_base_grid(12, 20, 12, 20, 3, 3, 1, 1, 1, torch.device("cpu"), torch.float32)
     assert on_cpu.shape == base.shape
-

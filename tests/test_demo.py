@@ -104,6 +104,11 @@ def test_demo_replaces_only_its_own_outputs(tmp_path):
         demo.demo(model=net, clip=clip, frames=3, output=mine, device="cpu")
     assert sorted(p.name for p in mine.iterdir()) == ["crops.png"]
     assert (mine / "crops.png").read_bytes() == b"my picture"
+    # a run that stopped before metrics.json: its folder is still the demo's
+    (out / "metrics.json").unlink()
+    assert demo.demo(model=net, clip=clip, frames=3, output=out, device="cpu")["frames"] == 3
+    with pytest.raises(OutputError, match="is a file"):
+        demo.demo(model=net, clip=clip, frames=3, output=mine / "crops.png", device="cpu")
 
 
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped default weights in this checkout")

@@ -368,7 +368,7 @@ def test_not_a_checkpoint(tmp_path):
     torch.save({"params": {"something.else": torch.zeros(2)}}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="not an EDVR checkpoint"):
         edvr.load_model(tmp_path / "other.pth")
-    with pytest.raises(CheckpointError, match="neither a file .* nor a model name"):
+    with pytest.raises(CheckpointError, match="neither a file.* nor a model name"):
         edvr.load_model(tmp_path / "missing.pth")
     shipped = Path(edvr.__file__).parent / "weights" / "edvr_s_real_x4.safetensors"
     (tmp_path / "cut.safetensors").write_bytes(shipped.read_bytes()[:100_000])  # an interrupted download
@@ -384,6 +384,7 @@ def test_training_state_keeps_its_centre_frame(tmp_path):
                                 "config": {"model": {"num_frames": 3, "center_frame_idx": 0}}},
                                tmp_path / "checkpoints", 10, keep=1)
     assert read_checkpoint(path).config.center_frame_idx == 0
+    assert read_checkpoint(path, param_key="model").config.center_frame_idx == 0  # the non-EMA weights, picked
     x = torch.rand(1, 3, 3, 16, 16)
     assert torch.equal(run(edvr.load_model(path), x), run(net, x))
     torch.save(net.state_dict(), tmp_path / "bare.pth")  # a bare state dict: the middle frame, as every official model
@@ -405,7 +406,8 @@ def test_bad_checkpoint_files_are_one_line_errors(tmp_path):
 
     tensors = load_file(good)
     bad_cfg = {**net.config.to_dict(), "center_frame_idx": 7}
-    for name, meta in (("centre.safetensors", json.dumps(bad_cfg)), ("json.safetensors", "{not json")):
+    for name, meta in (("centre.safetensors", json.dumps(bad_cfg)), ("json.safetensors", "{not json"),
+                       ("list.safetensors", "[1, 2]")):
         save_file(tensors, tmp_path / name, metadata={"format": "edvr", "edvr_config": meta})
         with pytest.raises(CheckpointError, match=f"{name}: describes no valid EDVR"):
             read_checkpoint(tmp_path / name)

@@ -24,7 +24,7 @@ from edvr.evaluation.metrics import to_uint8
 from edvr.inference import video_io
 from edvr.inference.command import outputs_for
 from edvr.inference.restore import _Reader, restore_frames, restore_video, work_dir_for
-from edvr.inference.window import WindowRestorer
+from edvr.inference.window import _OUT_OF_MEMORY, WindowRestorer
 from edvr.models.convert import save_checkpoint
 from edvr.models.edvr import EDVR
 
@@ -484,8 +484,8 @@ def test_stage2_chained_and_resumable(tmp_path, model_file, monkeypatch):
     assert (tmp_path / "resumed.mkv").read_bytes() == (tmp_path / "straight.mkv").read_bytes()
 
 
-@pytest.mark.parametrize("error", [torch.OutOfMemoryError("simulated: CUDA out of memory"),  # CUDA's own type
-                                   RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB)")])  # MPS's
+@pytest.mark.parametrize("error", [_OUT_OF_MEMORY("simulated"),  # CUDA: recognised by its type
+                                   RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB)")])  # MPS: text
 def test_out_of_memory_falls_back_to_tiles(monkeypatch, error):
     """A window too large for the device (simulated) is retried in tiles, halving until it fits."""
     model = tiny_model()
@@ -534,7 +534,8 @@ def test_half_precision_overflow_is_redone_in_float32(monkeypatch):
         return out.fill_(float("inf")) if len(calls) == 3 else out
 
     monkeypatch.setattr(model, "reconstruct", overflow_at_third_window)
-    restorer = WindowRestorer(model, padding="replicate", half=True)  # on CPU: no autocast, the check still runs
+    restorer = WindowRestorer(model, padding="replicate")
+    restorer.half = True  # as on a GPU (on the CPU --half is off); the autocast stays off here, the check runs
     with pytest.warns(RuntimeWarning, match="frame 2 overflowed in float16; restoring in float32"):
         out = dict(restorer.restore(enumerate(frames)))
     assert not restorer.half and len(calls) == 7  # the third window twice

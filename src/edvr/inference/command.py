@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--model", help="model name (see `edvr models`) or checkpoint file; default: the shipped model")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     p.add_argument("--half", action="store_true",
-                   help="fp16 autocast on GPUs (ignored on CPU); a window that overflows is redone in float32")
+                   help="fp16 autocast on GPUs (ignored on CPU); if a window overflows, it and the rest run in float32")
     p.add_argument("--batch", type=int, default=1, metavar="N",
                    help="windows restored together (default 1); more keep a GPU busy on small frames, at more memory")
     p.add_argument("--tile", type=int, help="split frames into tiles of N x N input pixels (saves memory)", metavar="N")

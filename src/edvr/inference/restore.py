@@ -341,8 +341,7 @@ def restore_video(
                 raise InputError(f"torchrun started more processes on this machine than it has CUDA GPUs ({gpus}): "
                                  f"use --nproc-per-node {gpus} or fewer, or --device cpu")
             dev = torch.device("cuda", local)
-        if dev.type == "cuda" and dev.index is not None:
-            torch.cuda.set_device(dev)  # what later current-device calls (empty_cache, ...) refer to
+            torch.cuda.set_device(dev)  # this process's GPU, for later current-device calls (empty_cache, ...)
         dcn_backend = job_dcn_backend(dcn_backend, dev, info.num_frames_hint, info.height, info.width)
         if dcn_backend == "compiled" and not quiet and rank == 0:
             print("edvr restore: the deformable convs and the Winograd convs run compiled; the first frame waits for "

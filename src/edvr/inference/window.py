@@ -119,7 +119,7 @@ class WindowRestorer:
         self.cache = cache  # False recomputes every frame's features in every window (the reference's way; for benchmarks)
         self.padding = padding
         self.device = torch.device(device)
-        self.half = half
+        self.half = half and self.device.type in ("cuda", "mps")  # fp16 autocast; none on the CPU
         self.tile = tile
         self.tile_overlap = tile_overlap
         # Self-ensemble (see edvr.evaluation.ensemble): every spatial transform of the window, and the reversed window
@@ -201,7 +201,7 @@ class WindowRestorer:
         # fp16, not bf16: its 10 mantissa bits keep the output closer to float32 than bf16's 7 (CPU autocast, shipped
         # model, 3 windows of carphone at 176x144: largest difference 9e-4 against 9e-3, mean 2.7e-5 against 1.6e-4),
         # and EDVR's activations stay far below fp16's 65504; a pass that overflows anyway is redone in float32.
-        if self.half and self.device.type in ("cuda", "mps"):
+        if self.half and self.device.type != "cpu":
             try:
                 return torch.autocast(self.device.type, dtype=torch.float16)
             except RuntimeError as e:  # MPS autocast needs torch >= 2.5

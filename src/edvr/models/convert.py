@@ -226,7 +226,7 @@ def read_checkpoint(path: str | Path, *, param_key: str | None = None) -> Loaded
             config = infer_config(sd)
             if centre is not None:  # an edvr training state records the one setting that weights cannot show
                 config = replace(config, center_frame_idx=centre)
-    except ValueError as e:  # bad JSON, or an architecture EDVRConfig rejects (e.g. groups not dividing num_feat)
+    except (ValueError, TypeError) as e:  # bad JSON, or an architecture EDVRConfig rejects (e.g. groups of num_feat)
         raise CheckpointError(f"{path}: describes no valid EDVR ({e})") from None
     return LoadedCheckpoint(sd, config, container, source_key, metadata)
 
@@ -248,21 +248,23 @@ def _read_pickle(path: Path, param_key: str | None) -> tuple[StateDict, str, str
                               "an interrupted download or copy? fetch it again") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    from edvr.training.checkpoint import FORMAT
+
+    # edvr's own training state (iter_N.pt, latest.pt) records the centre frame, which weights cannot show
+    state = obj.get("format") == FORMAT
+    centre = ((obj.get("config") or {}).get("model") or {}).get("center_frame_idx") if state else None
     if param_key is not None:
         if param_key not in obj:
             raise CheckpointError(f"{path}: no entry {param_key!r} (entries: {', '.join(map(str, obj))})")
         if not isinstance(obj[param_key], dict):
             raise CheckpointError(f"{path}: entry {param_key!r} holds {type(obj[param_key]).__name__}, not weights")
-        return obj[param_key], "basicsr" if param_key.startswith("params") else "state_dict", param_key, None
+        return obj[param_key], "basicsr" if param_key.startswith("params") else "state_dict", param_key, centre
     for key in ("params_ema", "params"):
         if isinstance(obj.get(key), dict):
             return obj[key], "basicsr", key, None
-    from edvr.training.checkpoint import FORMAT
-
-    if obj.get("format") == FORMAT:  # edvr's own training state (iter_N.pt, latest.pt): its EMA weights if it has them
+    if state:  # a training state: its EMA weights if it keeps them
         key = "ema" if isinstance(obj.get("ema"), dict) else "model"
-        model_cfg = (obj.get("config") or {}).get("model") or {}
-        return obj[key], "state_dict", key, model_cfg.get("center_frame_idx")
+        return obj[key], "state_dict", key, centre
     if isinstance(obj.get("state_dict"), dict):  # mmagic / mmedit, also generic training states
         return obj["state_dict"], "state_dict", "state_dict", None
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):

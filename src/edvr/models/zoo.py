@@ -178,8 +178,8 @@ def load_model(
         path = next((d / path.name for d in weights_dirs() if (d / path.name).is_file()), path)
     if record is None and not path.exists():
         known = ", ".join(MODELS)
-        where = " or ".join(str(d) for d in weights_dirs())
-        raise CheckpointError(f"{path_or_name}: neither a file (here or in {where}) nor a model name (known: {known})")
+        where = f" (here or in {' or '.join(str(d) for d in weights_dirs())})" if path.name == str(path_or_name) else ""
+        raise CheckpointError(f"{path_or_name}: neither a file{where} nor a model name (known: {known})")
     if record is not None:
         _check_hash_prefix(path)
     loaded = read_checkpoint(path, param_key=param_key)

@@ -37,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
     except NotImplementedError as e:  # an op that PyTorch's Apple MPS backend lacks (grid_sample's backward, ...)
         if "MPS" not in str(e):
             raise
-        raise InputError(f"train.device={cfg.train.device}: {str(e).splitlines()[0]} Set PYTORCH_ENABLE_MPS_FALLBACK=1 "
-                         "(such ops then run on the CPU) or train on cuda or cpu") from None
+        what = str(e).split(". ")[0].strip()  # "The operator 'aten::...' is not currently implemented for the MPS device"
+        raise InputError(f"train.device={cfg.train.device}: {what}; set PYTORCH_ENABLE_MPS_FALLBACK=1 (such ops then "
+                         "run on the CPU, slower) or train on cuda or cpu") from None
     return 0
 
 
