@@ -53,8 +53,8 @@ def test_an_op_missing_on_apple_mps_is_one_line(monkeypatch, capsys):
 
     def missing_op(cfg, resume=None):
         raise NotImplementedError(  # PyTorch's own text
-            "The operator 'aten::grid_sampler_2d_backward' is not currently implemented for the MPS device. If you want "
-            "this op to be added in priority during the prototype phase of this feature, please comment on "
+            "The operator 'aten::grid_sampler_2d_backward' is not currently implemented for the MPS device. If you "
+            "want this op to be added in priority during the prototype phase of this feature, please comment on "
             "https://github.com/pytorch/pytorch/issues/77764. As a temporary fix, you can set the environment variable "
             "`PYTORCH_ENABLE_MPS_FALLBACK=1` to use the CPU as a fallback for this op. WARNING: this will be slower "
             "than running natively on MPS.")
@@ -63,7 +63,8 @@ def test_an_op_missing_on_apple_mps_is_one_line(monkeypatch, capsys):
     recipe = Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml"
     assert command.main([str(recipe), "train.device=mps"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "grid_sampler_2d_backward" in err and err.count("PYTORCH_ENABLE_MPS_FALLBACK=1") == 1
+    assert err.count("\n") == 0 and "grid_sampler_2d_backward" in err
+    assert err.count("PYTORCH_ENABLE_MPS_FALLBACK=1") == 1
 
 
 def test_cosine_restarts_at_period_boundaries():

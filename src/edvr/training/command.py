@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     except NotImplementedError as e:  # an op that PyTorch's Apple MPS backend lacks (grid_sample's backward, ...)
         if "MPS" not in str(e):
             raise
-        what = str(e).split(". ")[0].strip()  # "The operator 'aten::...' is not currently implemented for the MPS device"
+        what = str(e).split(". ")[0].strip()  # "The operator 'aten::...' is not currently implemented for the MPS ..."
         raise InputError(f"train.device={cfg.train.device}: {what}; set PYTORCH_ENABLE_MPS_FALLBACK=1 (such ops then "
                          "run on the CPU, slower) or train on cuda or cpu") from None
     return 0
