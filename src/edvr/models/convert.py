@@ -13,9 +13,7 @@ Pickle files are opened with ``torch.load(weights_only=True)`` only: a checkpoin
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -314,10 +312,11 @@ def save_checkpoint(
     metadata: Mapping[str, str] | None = None,
     dtype: torch.dtype | None = None,
 ) -> Path:
-    """Write our format: safetensors, the architecture in the metadata; atomically (temp file + rename)."""
-    from safetensors.torch import save_file
+    """Write our format: safetensors, the architecture in the metadata; atomically (:func:`edvr.files.write_atomic`)."""
+    from safetensors.torch import save
 
     from edvr import __version__
+    from edvr.files import write_atomic
 
     path = Path(path)
     tensors = {}
@@ -330,17 +329,7 @@ def save_checkpoint(
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise OutputError(f"{path}: cannot be written ({e.strerror}); pick a folder you can write to") from None
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise OutputError(f"{path}: cannot be written ({e.strerror or e}); free some space or pick another "
-                              "folder") from None
-        raise
+    write_atomic(path, save(tensors, metadata=meta))
     return path
