@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +119,8 @@ def test_shipped_model_beats_bicubic_on_the_demo_clip(tmp_path):
     edvr, bicubic = result["mean"]["edvr"], result["mean"]["bicubic"]
     assert edvr["psnr"] > bicubic["psnr"] + 0.5
     assert edvr["ssim"] > bicubic["ssim"]
+    from edvr.inference.video_io import probe
+
+    # carphone's pixels are not square (128:117); the side-by-side keeps their shape
+    assert probe(result["video"]).sample_aspect_ratio == probe(demo.default_clip()).sample_aspect_ratio == Fraction(
+        128, 117)

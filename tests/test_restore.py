@@ -15,7 +15,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from media import frame_times, make_clip, sample_clip, stream_packets
+from media import frame_times, make_clip, needs_display_matrix, retag, sample_clip, stream_packets
 
 from edvr.cli import main
 from edvr.data.frames import window_indices
@@ -122,6 +122,27 @@ def test_video_keeps_audio_timestamps_and_frame_count(tmp_path, model_file):
     assert (info.width, info.height) == (4 * 64, 4 * 48)
     assert frame_times(dst) == frame_times(src)
     assert stream_packets(dst, "audio") == stream_packets(src, "audio")
+
+
+@needs_display_matrix
+def test_phone_video_comes_out_upright_with_its_pixel_shape(tmp_path, model_file):
+    # Portrait phone footage: stored 64x48 with "turn 90 degrees clockwise to show" (-90), pixels 32:27 wide as
+    # stored. Restored upright, 4x: 192x256, no display matrix left, pixels 27:32 (the stored shape turned).
+    src = retag(make_clip(tmp_path / "plain.mp4", list(range(6)), Fraction(1, 25)), tmp_path / "phone.mp4", -90,
+                sar=Fraction(32, 27))
+    restore_video(src, tmp_path / "out.mp4", model_file, device="cpu", segment_frames=16, quiet=True)
+    restore_video(src, tmp_path / "frames", model_file, device="cpu", segment_frames=16, quiet=True)
+    out = video_io.probe(tmp_path / "out.mp4")
+    assert (out.width, out.height, out.turned, out.sample_aspect_ratio) == (192, 256, False, Fraction(27, 32))
+    assert video_io.read_image(tmp_path / "frames" / "00000000.png").shape == (256, 192, 3)
+
+
+def test_interlaced_source_gets_one_line_of_advice(tmp_path, model_file, capsys):
+    for interlaced in (False, True):
+        src = make_clip(tmp_path / f"i{interlaced}.mp4", list(range(3)), Fraction(1, 25), interlaced=interlaced)
+        restore_video(src, tmp_path / f"o{interlaced}.mp4", model_file, device="cpu", segment_frames=16)
+        err = capsys.readouterr().err
+        assert ("is interlaced" in err) == interlaced and ("deinterlace it first" in err) == interlaced
 
 
 def test_folder_in_and_out_equals_naive_windows(tmp_path, model_file, monkeypatch):

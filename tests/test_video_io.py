@@ -49,12 +49,15 @@ def _picture(i: int, deep: bool = False, rng: np.random.Generator | None = None)
 def make_clip(path: Path, pts: list[int], time_base: Fraction, *, rate: Fraction = Fraction(25),
               codec: str = "libx264", pix_fmt: str = "yuv420p", audio: str | None = None,
               subtitles: bool = False, container_options: dict | None = None, noise: bool = False,
-              color: bool = False) -> Path:
-    """Encode a test clip with the given video pts (and optionally a sine audio track and an SRT stream)."""
+              color: bool = False, interlaced: bool = False) -> Path:
+    """Encode a test clip with the given video pts (and optionally a sine audio track and an SRT stream; ``interlaced``:
+    coded as fields, top field first)."""
     rng = np.random.default_rng(0) if noise else None
     deep = pix_fmt != "yuv420p"
     out = av.open(str(path), "w", container_options=container_options or {})
     opts = {"x265-params": "log-level=error"} if codec == "libx265" else {}
+    if interlaced:
+        opts["x264-params"] = "interlaced=1:tff=1"
     vs = out.add_stream(codec, rate=rate, options=opts)
     vs.width, vs.height, vs.pix_fmt = W, H, pix_fmt
     vs.time_base = time_base
@@ -98,6 +101,21 @@ def make_clip(path: Path, pts: list[int], time_base: Fraction, *, rate: Fraction
         out.mux(p)
     out.close()
     return path
+
+
+def retag(src: Path, dst: Path, degrees: int, hflip: bool = False, sar: Fraction | None = None) -> Path:
+    """``src``'s video packets unchanged, tagged with a display matrix (``degrees`` counter-clockwise, then a
+    horizontal mirror: how a phone stores portrait video) and a sample aspect ratio."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        stream.set_display_rotation(degrees, hflip=hflip)
+        if sar is not None:
+            stream.codec_context.sample_aspect_ratio = sar
+        for packet in inp.demux(video=0):
+            if packet.size:
+                packet.stream = stream
+                out.mux(packet)
+    return dst
 
 
 def restore_identity(src: Path, work: Path, dst: Path, *, seg_len: int = 7, stop: int | None = None,
@@ -388,11 +406,59 @@ def test_frame_folder_in_and_out(tmp_path: Path) -> None:
     assert [np.array_equal(a.image, b.image) for a, b in zip(frames, read_frames(out))] == [True] * 4
 
 
+needs_display_matrix = pytest.mark.skipif(not hasattr(av.video.stream.VideoStream, "set_display_rotation"),
+                                          reason="this PyAV cannot write a display matrix (PyAV >= 18 can)")
+
+
+@needs_display_matrix
+@pytest.mark.parametrize(("degrees", "hflip"), [(90, False), (-90, False), (180, False), (0, True), (90, True)])
+def test_turned_video_is_read_upright(tmp_path: Path, degrees: int, hflip: bool) -> None:
+    # The same encoded pictures with and without a display matrix: the tagged file must read as the untagged one
+    # turned counter-clockwise by ``degrees`` (the angle FFmpeg's av_display_rotation_get gives, PyAV's
+    # VideoFrame.rotation), then mirrored.
+    plain = make_clip(tmp_path / "plain.mp4", list(range(4)), Fraction(1, 25))
+    turned = retag(plain, tmp_path / "turned.mp4", degrees, hflip, sar=Fraction(32, 27))
+    if not hflip:
+        with av.open(str(turned)) as c:
+            assert (next(c.decode(video=0)).rotation - degrees) % 360 == 0
+    for a, b in zip(read_frames(plain), read_frames(turned), strict=True):
+        expected = np.rot90(a.image, degrees // 90)
+        assert np.array_equal(b.image, expected[:, ::-1] if hflip else expected)
+    info = probe(turned)
+    quarter = degrees % 180 == 90
+    assert (info.width, info.height, info.turned) == ((H, W) if quarter else (W, H)) + (True,)
+    assert info.sample_aspect_ratio == (Fraction(27, 32) if quarter else Fraction(32, 27))
+    assert not probe(plain).turned and probe(plain).sample_aspect_ratio is None
+
+
+@needs_display_matrix
+def test_a_turn_that_is_not_a_quarter_is_left_with_a_warning(tmp_path: Path) -> None:
+    plain = make_clip(tmp_path / "plain.mp4", list(range(2)), Fraction(1, 25))
+    with pytest.warns(UserWarning, match=r"turned by (29|30) degrees, not a multiple of 90: it is read as stored"):
+        frames = list(read_frames(retag(plain, tmp_path / "tilted.mp4", 30)))
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(read_frames(plain), frames, strict=True))
+
+
+def test_exif_orientation_of_jpeg_frames_is_applied(tmp_path: Path) -> None:
+    image = pytest.importorskip("PIL.Image")
+    # The same picture data under three EXIF orientations (1: as stored, 6: "rotate 90 clockwise to view", 3: 180).
+    for orientation in (1, 6, 3):
+        exif = image.Exif()
+        exif[274] = orientation
+        image.fromarray(_picture(0)).save(tmp_path / f"o{orientation}.jpg", quality=95, exif=exif.tobytes())
+    stored = read_image(tmp_path / "o1.jpg")
+    assert np.array_equal(read_image(tmp_path / "o6.jpg"), np.rot90(stored, -1))
+    assert np.array_equal(read_image(tmp_path / "o3.jpg"), stored[::-1, ::-1])
+    assert probe(tmp_path / "o6.jpg").width == H
+    with pytest.raises(InputError, match="o6.jpg: size 48x64 .upright. differs from o1.jpg .64x48."):
+        list(read_frames(tmp_path))
+
+
 def test_folder_with_mixed_sizes_names_the_file(tmp_path: Path) -> None:
     for i in range(3):
         write_image(tmp_path / f"{i}.png", np.zeros((H, W, 3), np.float32))
     write_image(tmp_path / "3.png", np.zeros((H, W + 2, 3), np.float32))
-    with pytest.raises(InputError, match=rf"3\.png: size {W + 2}x{H} differs from 0\.png \({W}x{H}\)"):
+    with pytest.raises(InputError, match=rf"3\.png: size {W + 2}x{H} \(upright\) differs from 0\.png \({W}x{H}\)"):
         list(read_frames(tmp_path))
 
 

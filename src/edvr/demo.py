@@ -133,8 +133,9 @@ def demo(*, model=None, clip: str | Path | None = None, frames: int = DEFAULT_FR
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MARKER).touch()  # before the first output: a run that stops half-way leaves a folder it may replace
-    fps = probe(clip).fps if clip.is_file() else None
-    video = _write_side_by_side(out_dir / OUTPUTS[0], bicubic, edvr, gts, fps)
+    info = probe(clip) if clip.is_file() else None
+    video = _write_side_by_side(out_dir / OUTPUTS[0], bicubic, edvr, gts, info and info.fps,
+                                info and info.sample_aspect_ratio)
     mid = len(gts) // 2
     crops = crops_panel({"LQ": lqs[mid], "bicubic": bicubic[mid], "EDVR": edvr[mid], "GT": gts[mid]},
                         out_dir / OUTPUTS[1], size=min(192, h, w),
@@ -174,8 +175,8 @@ def _is_demo_metrics(path: Path) -> bool:
     return isinstance(data, dict) and {"clip", "mean", "per_frame"} <= data.keys()
 
 
-def _write_side_by_side(path: Path, bicubic: list, edvr: list, gts: list, fps) -> Path:
-    """bicubic | EDVR | GT with a label bar on top, H.264 (near-lossless crf 12) MP4."""
+def _write_side_by_side(path: Path, bicubic: list, edvr: list, gts: list, fps, sample_aspect_ratio=None) -> Path:
+    """bicubic | EDVR | GT with a label bar on top, H.264 (near-lossless crf 12) MP4, pixels of the clip's shape."""
     from fractions import Fraction
 
     import numpy as np
@@ -187,7 +188,8 @@ def _write_side_by_side(path: Path, bicubic: list, edvr: list, gts: list, fps) -
     bar = 20
     fps = Fraction(fps) if fps else Fraction(25)
     seg = path.with_name(f".{path.stem}.segment.nut")
-    with SegmentWriter(seg, width=3 * w, height=h + bar, time_base=1 / fps, fps=fps, crf=12) as writer:
+    with SegmentWriter(seg, width=3 * w, height=h + bar, time_base=1 / fps, fps=fps, crf=12,
+                       sample_aspect_ratio=sample_aspect_ratio) as writer:
         for i, (b, e, g) in enumerate(zip(bicubic, edvr, gts, strict=True)):
             canvas = np.full((h + bar, 3 * w, 3), 255, np.uint8)
             for k, (img, label) in enumerate(((b, "bicubic"), (e, "EDVR"), (g, "GT"))):

@@ -342,6 +342,10 @@ def restore_video(
                                  f"use --nproc-per-node {gpus} or fewer, or --device cpu")
             dev = torch.device("cuda", local)
             torch.cuda.set_device(dev)  # this process's GPU, for later current-device calls (empty_cache, ...)
+        if info.interlaced and not quiet and rank == 0:
+            print(f"edvr restore: {src} is interlaced; EDVR restores whole frames, so its combing is kept and "
+                  "enlarged: deinterlace it first for a clean result (ffmpeg -i IN -vf bwdif -c:a copy OUT)",
+                  file=sys.stderr, flush=True)
         dcn_backend = job_dcn_backend(dcn_backend, dev, info.num_frames_hint, info.height, info.width)
         if dcn_backend == "compiled" and not quiet and rank == 0:
             print("edvr restore: the deformable convs and the Winograd convs run compiled; the first frame waits for "
@@ -361,6 +365,8 @@ def restore_video(
                 raise InputError(f"--ensemble: {e}") from None
         state = {"version": WORK_VERSION, "output": kind, "model": _model_id(net),
                  "stage2": None if net2 is None else _model_id(net2), "options": asdict(opts), **_source_identity(src)}
+        if info.turned or info.sample_aspect_ratio:  # (absent otherwise: work folders of older versions still match)
+            state["display"] = {"turned": info.turned, "sample_aspect_ratio": str(info.sample_aspect_ratio)}
         work = work_dir_for(dst)
         _prepare_work_dir(work, state, resume=resume, rank=rank)
         group.barrier("prepared")
@@ -489,7 +495,7 @@ def _open_segment(work: Path, seg: int, info: video_io.VideoInfo, opts: RestoreO
     return video_io.SegmentWriter(
         _segment_video(work, seg), width=shape[1], height=shape[0], time_base=time_base, fps=fps,
         codec=opts.codec, crf=18 if opts.crf is None else opts.crf,
-        pix_fmt=opts.pix_fmt, color=info.color,
+        pix_fmt=opts.pix_fmt, color=info.color, sample_aspect_ratio=info.sample_aspect_ratio,
     )
 
 

@@ -23,6 +23,12 @@ subtitle packets, copied byte for byte. Why this shape:
 
 Frame folders: png, jpg, tif, webp and bmp, 8 or 16 bits, sorted naturally (``frame2`` before ``frame10``).
 Grayscale is replicated to RGB; an alpha channel is dropped (the colour is kept as stored, not composited).
+
+Orientation and pixel shape: frames are read upright, as players show them. Phones store portrait video sideways
+with a display matrix (a rotation tag) and cameras tag JPEGs with an EXIF orientation; quarter turns and mirrors
+are applied to the pixels on reading (as the ``ffmpeg`` program does by default), so a restored video or PNG needs no
+tag to look right. Non-square pixels (anamorphic DVD or broadcast video) keep their sample aspect ratio in the
+output, so the picture keeps its shape.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ import heapq
 import itertools
 import os
 import re
+import struct
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -119,6 +127,9 @@ class VideoInfo:
     has_audio: bool
     has_subtitles: bool
     color: dict = field(default_factory=dict)  # FFmpeg names of color_primaries/color_trc/colorspace/color_range
+    sample_aspect_ratio: Fraction | None = None  # of the upright frames; None: square pixels or unknown
+    turned: bool = False  # the stored frames are turned or mirrored to be upright (width/height are upright)
+    interlaced: bool = False  # the first frame is coded as two fields
 
 
 @dataclass
@@ -204,11 +215,13 @@ def probe(path: str | os.PathLike, *, fps: Fraction | float | None = None) -> Vi
     if path.is_dir():
         files = _folder_files(path)
         first = _decode_image(files[0])
+        turn = display_turn(first)
+        width, height = (first.height, first.width) if turn[0] else (first.width, first.height)
         rate = Fraction(fps).limit_denominator(1_000_000) if fps else None
-        return VideoInfo(path=path, is_folder=True, width=first.width, height=first.height, fps=rate,
+        return VideoInfo(path=path, is_folder=True, width=width, height=height, fps=rate,
                          time_base=1 / rate if rate else None, num_frames_hint=len(files),
                          bit_depth=_format_bits(first.format), pix_fmt=first.format.name, has_audio=False,
-                         has_subtitles=False, color={})
+                         has_subtitles=False, color={}, turned=any(turn))
     with _open_input(path) as container:
         stream = _video_stream(container, path)
         cc = stream.codec_context
@@ -216,11 +229,73 @@ def probe(path: str | os.PathLike, *, fps: Fraction | float | None = None) -> Vi
         hint = stream.frames or None
         if hint is None and rate and container.duration:
             hint = round(container.duration / av.time_base * rate)
-        return VideoInfo(path=path, is_folder=False, width=cc.width, height=cc.height,
+        sar = stream.sample_aspect_ratio
+        sar = Fraction(sar) if sar and sar > 0 and sar != 1 else None
+        first = _first_frame(container, stream)
+        turn = _UPRIGHT if first is None else display_turn(first)
+        width, height = (cc.height, cc.width) if turn[0] else (cc.width, cc.height)
+        if turn[0] and sar is not None:
+            sar = 1 / sar  # a pixel w wide and h high, turned a quarter, is h wide and w high
+        return VideoInfo(path=path, is_folder=False, width=width, height=height,
                          fps=Fraction(rate) if rate else None, time_base=stream.time_base, num_frames_hint=hint,
                          bit_depth=_format_bits(cc.format), pix_fmt=cc.format.name if cc.format else None,
                          has_audio=bool(container.streams.audio), has_subtitles=bool(container.streams.subtitles),
-                         color=_color_of(cc))
+                         color=_color_of(cc), sample_aspect_ratio=sar, turned=any(turn),
+                         interlaced=bool(first is not None and first.interlaced_frame))
+
+
+_UPRIGHT = (False, False, False)
+
+
+def display_turn(frame: av.VideoFrame) -> tuple[bool, bool, bool]:
+    """What shows ``frame`` upright, from its display matrix (a phone video's rotation, a JPEG's EXIF orientation):
+    (transpose, flip rows, flip columns), applied in that order; no change without a matrix.
+
+    FFmpeg's matrix maps a stored pixel (x, y) to the displayed (a x + c y, b x + d y) (``libavutil/display.h``);
+    for the eight quarter-turn orientations one of the pairs (a, d), (b, c) is zero and the signs of the other say
+    which axes are reversed. Other angles are left as stored, with a warning. Where PyAV cannot list a frame's side
+    data (PyAV 18 on JPEGs, whose EXIF block it has no name for) the matrix comes through its rotation angle, which
+    does not tell mirrors apart: the rare mirrored EXIF orientations (2, 4, 5, 7) are then turned but not mirrored.
+    """
+    try:
+        matrix = next((struct.unpack("=9i", bytes(sd)) for sd in frame.side_data
+                       if sd.type.name == "DISPLAYMATRIX"), None)
+    except (ValueError, AttributeError):  # PyAV 18 fails on side data of a type it has no name for (EXIF)
+        matrix = None
+    degrees = round(getattr(frame, "rotation", 0) or 0)  # counter-clockwise; 0 without a matrix
+    if matrix is not None:
+        a, b, c, d = (int(np.sign(v)) for v in (matrix[0], matrix[1], matrix[3], matrix[4]))
+    elif degrees % 90 == 0:  # (cos, -sin, sin, cos) of the angle
+        a, b, c, d = [(1, 0, 0, 1), (0, -1, 1, 0), (-1, 0, 0, -1), (0, 1, -1, 0)][degrees // 90 % 4]
+    else:
+        a = b = c = d = 1  # no quarter turn: warned below
+    if b == c == 0 and a and d:
+        return (False, d < 0, a < 0)
+    if a == d == 0 and b and c:
+        return (True, b < 0, c < 0)
+    warnings.warn(f"a frame is to be shown turned by {degrees} degrees, not a multiple of 90: it is read as stored",
+                  stacklevel=2)
+    return _UPRIGHT
+
+
+def _upright(pixels: np.ndarray, turn: tuple[bool, bool, bool]) -> np.ndarray:
+    if turn == _UPRIGHT:
+        return pixels
+    transpose, flip_rows, flip_cols = turn
+    if transpose:
+        pixels = pixels.transpose(1, 0, 2)
+    return np.ascontiguousarray(pixels[::-1 if flip_rows else 1, ::-1 if flip_cols else 1])
+
+
+def _first_frame(container: av.container.InputContainer, stream: av.video.stream.VideoStream):
+    """The stream's first frame (which carries the stream's display matrix), or None where none decodes here (then
+    :func:`read_frames` reports why)."""
+    try:
+        for frame in container.decode(stream):
+            return frame
+    except av.error.FFmpegError:
+        pass
+    return None
 
 
 def _video_to_array(frame: av.VideoFrame, deep: bool) -> np.ndarray:
@@ -229,8 +304,10 @@ def _video_to_array(frame: av.VideoFrame, deep: bool) -> np.ndarray:
         kwargs["src_colorspace"] = (Colorspace.ITU709 if frame.width >= 1280 or frame.height > 576
                                     else Colorspace.ITU601)
     if deep:
-        return frame.to_ndarray(format="rgb48le", **kwargs).astype(np.float32) / np.float32(65535)
-    return frame.to_ndarray(format="rgb24", **kwargs).astype(np.float32) / np.float32(255)
+        image = frame.to_ndarray(format="rgb48le", **kwargs).astype(np.float32) / np.float32(65535)
+    else:
+        image = frame.to_ndarray(format="rgb24", **kwargs).astype(np.float32) / np.float32(255)
+    return _upright(image, display_turn(frame))
 
 
 def _stream_declared_end(stream: av.video.stream.VideoStream) -> float | None:
@@ -340,6 +417,10 @@ def _decode_image(path: Path) -> av.VideoFrame:
 
 
 def _image_pixels(frame: av.VideoFrame) -> np.ndarray:
+    return _upright(_stored_pixels(frame), display_turn(frame))
+
+
+def _stored_pixels(frame: av.VideoFrame) -> np.ndarray:
     fmt = frame.format
     deep = _format_bits(fmt) > 8
     gray = not fmt.is_rgb and not fmt.has_palette and not any(c.is_chroma for c in fmt.components)
@@ -370,14 +451,14 @@ def to_unit(pixels: np.ndarray) -> np.ndarray:
 
 def _read_folder(folder: Path, start: int, stop: int | None) -> Iterator[Frame]:
     files = _folder_files(folder)
-    first = _decode_image(files[0])
-    size = (first.width, first.height)
+    first = _image_pixels(_decode_image(files[0]))
     for index, file in enumerate(files[start:stop], start=start):
-        frame = first if index == 0 else _decode_image(file)
-        if (frame.width, frame.height) != size:
-            raise InputError(f"{file}: size {frame.width}x{frame.height} differs from {files[0].name} "
-                             f"({size[0]}x{size[1]}); all frames of a folder must have the same size")
-        yield Frame(index=index, pts=index, image=to_unit(_image_pixels(frame)), name=file.name)
+        pixels = first if index == 0 else _image_pixels(_decode_image(file))
+        if pixels.shape != first.shape:
+            (h, w), (h0, w0) = pixels.shape[:2], first.shape[:2]
+            raise InputError(f"{file}: size {w}x{h} (upright) differs from {files[0].name} ({w0}x{h0}); all frames "
+                             "of a folder must have the same size")
+        yield Frame(index=index, pts=index, image=to_unit(pixels), name=file.name)
 
 
 # ----------------------------------------------------------------------------------------------------------- writing
@@ -461,7 +542,7 @@ class SegmentWriter:
 
     def __init__(self, path: str | os.PathLike, *, width: int, height: int, time_base: Fraction, fps: Fraction,
                  codec: str = "libx264", crf: int = 18, pix_fmt: str = "yuv420p", color: dict | None = None,
-                 options: dict | None = None) -> None:
+                 options: dict | None = None, sample_aspect_ratio: Fraction | None = None) -> None:
         self.path = Path(path)
         self.width, self.height = width, height
         self.time_base = Fraction(time_base)
@@ -514,6 +595,8 @@ class SegmentWriter:
             cc.time_base = self.time_base
             cc.framerate = Fraction(fps)
             cc.thread_count = ENCODER_THREADS
+            if sample_aspect_ratio is not None:
+                cc.sample_aspect_ratio = Fraction(sample_aspect_ratio)
             for key, code in codes.items():
                 setattr(cc, key, code)
         except Exception:
