@@ -403,6 +403,49 @@ def bench_memory(short: int, h: int, w: int, tiny: bool) -> dict:
     return res
 
 
+def tail_child(h: int, w: int, band: int) -> None:
+    """(Run in a child process.) Restore 2 synthetic frames with the shipped default model, its x4 tail in bands of
+    ``band`` pixels (EDVR.reconstruct); print peak RSS and seconds."""
+    from edvr.inference.restore import restore_frames
+    from edvr.models.zoo import load_model
+
+    model = load_model(device="cpu", dcn_backend="torch")
+    model.tail_band_pixels = band
+    frames = synthetic_video(2, h, w)
+    t = time.perf_counter()
+    count = sum(1 for _ in restore_frames(frames, model, device="cpu"))
+    print(json.dumps({"frames": count, "peak_rss_mb": peak_rss_mb(), "seconds": time.perf_counter() - t}))
+
+
+def bench_tail(h: int, w: int, reps: int, band: int) -> dict:
+    """The x4 tail in bands of rows (``edvr restore``'s way) vs on whole frames, with the shipped default model:
+    ``reconstruct`` timed interleaved and compared, then a 2-frame restore's peak memory each way (child processes)."""
+    from edvr.models.zoo import load_model
+
+    model = load_model(device="cpu", dcn_backend="torch")
+    fused = torch.randn(1, model.config.num_feat, h, w)
+    center = torch.rand(1, 3, h, w)
+    whole_band = 1 << 40
+
+    def tail(pixels: int) -> torch.Tensor:
+        model.tail_band_pixels = pixels
+        return model.reconstruct(fused, center)
+
+    with torch.inference_mode():
+        t = interleaved({"whole": lambda: tail(whole_band), "bands": lambda: tail(band)}, reps)
+        diff = (tail(band) - tail(whole_band)).abs().max().item()
+    res = {"input": [h, w], "band_pixels": band, "speedup": median(t["whole"]) / median(t["bands"]),
+           "max_abs_diff": diff}
+    for name, pixels in (("whole", whole_band), ("bands", band)):
+        cmd = [sys.executable, __file__, "--_tail-child", str(h), str(w), str(pixels)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ.copy())
+        res[f"restore_{name}"] = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"  x4 tail in bands, {h}x{w} input (default model): {res['speedup']:.2f}x the whole-frame tail's speed, max "
+          f"|diff| {diff:.1e}; a 2-frame restore peaked at {res['restore_bands']['peak_rss_mb']:.0f} MB against "
+          f"{res['restore_whole']['peak_rss_mb']:.0f} MB on whole frames", flush=True)
+    return res
+
+
 def bench_compile(h: int, w: int, reps: int) -> dict:
     """torch.compile of the reconstruction (all convs and pixel shuffles, no DCN) vs eager, interleaved."""
     model = edvr_m()
@@ -473,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", default="", help="comma-separated sections to skip: " + ",".join(SECTIONS))
     p.add_argument("--compile", action="store_true", help="also try torch.compile in a --quick run")
     p.add_argument("--_memory-child", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--_tail-child", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -481,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
     if args._memory_child:
         n, h, w, tiny = args._memory_child
         memory_child(int(n), int(h), int(w), tiny == "1")
+        return 0
+    if args._tail_child:
+        tail_child(*(int(v) for v in args._tail_child))
         return 0
     skip = {s for s in args.skip.split(",") if s}
     q = args.quick
@@ -522,6 +569,10 @@ def main(argv: list[str] | None = None) -> int:
     if "memory" not in skip:
         print("memory:", flush=True)
         results["memory"] = bench_memory(3 if q else 6, *((32, 32) if q else (48, 80)), tiny=q)
+    if "tail" not in skip:
+        print("x4 tail in bands:", flush=True)
+        # quick: bands of 32 rows forced on a small frame; full: the default band on 360x640 input
+        results["tail"] = bench_tail(*((96, 160, 2, 32 * 160) if q else (360, 640, reps, 1 << 16)))
     if "layout" not in skip:
         print("layout / compile:", flush=True)
         if q and not args.compile:
@@ -549,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-SECTIONS = ("dcn", "model", "dense", "memory", "cache", "layout", "cuda", "batch")
+SECTIONS = ("dcn", "model", "dense", "memory", "tail", "cache", "layout", "cuda", "batch")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -46,13 +46,17 @@ def test_tiny_model_exports_and_onnxruntime_matches_pytorch(tmp_path):
 
 
 def test_row_chunks_do_not_freeze_the_exported_size(tmp_path, monkeypatch):
-    # Large frames are sampled in chunks of rows; an exported graph must not keep the example's chunk bounds.
+    # Large frames are sampled in chunks of rows, and the x4 tail runs in bands of rows; an exported graph must keep
+    # neither the example's chunk nor its band bounds.
     from edvr.export import export_onnx, run_onnx
+    from edvr.models import edvr as edvr_module
     from edvr.ops import deform_conv
 
     defaults = dict(deform_conv.deform_conv2d_torch.__kwdefaults__, chunk_bytes=4096)  # several chunks at 24x32
     monkeypatch.setattr(deform_conv.deform_conv2d_torch, "__kwdefaults__", defaults)
+    monkeypatch.setattr(edvr_module, "TAIL_MIN_ROWS", 1)
     model = tiny_model()
+    model.tail_band_pixels = 64  # bands of 2 rows at 24x32 outside the exporter
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = export_onnx(model, tmp_path / "tiny.onnx", height=24, width=32, dynamic=True)

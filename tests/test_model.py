@@ -251,6 +251,24 @@ def test_padding_leaves_aligned_sizes_untouched():
     assert out.shape == (1, 3, 64, 80) and out_cropped_input.shape == (1, 3, 60, 76)
 
 
+@pytest.mark.parametrize("kw", [{}, {"hr_in": True, "with_predeblur": True}])
+def test_x4_tail_in_bands_equals_whole_frames(kw, monkeypatch):
+    """The x4 tail runs in bands of rows with TAIL_HALO rows of context: in float64 the bands give the whole-frame
+    output to the last bits (a band's zero padding never reaches the rows it keeps); one row fewer of context does
+    not."""
+    from edvr.models import edvr as module
+
+    model = tiny(**kw).double()
+    x = torch.rand(2, 5, 3, *((64, 48) if kw else (21, 12)), dtype=torch.float64)
+    whole = run(model, x)
+    monkeypatch.setattr(module, "TAIL_MIN_ROWS", 1)
+    for pixels in (1, 2 * 12 * 2, 2 * 12 * 5):  # bands of 1, 2 and 5 rows of the (2, nf, 21 or 16, 12) map
+        model.tail_band_pixels = pixels
+        torch.testing.assert_close(run(model, x), whole, rtol=0, atol=1e-13)
+    monkeypatch.setattr(module, "TAIL_HALO", module.TAIL_HALO - 1)
+    assert (run(model, x) - whole).abs().max() > 1e-4
+
+
 def test_fast_forms_equal_the_plain_ops():
     """The speed rewrites of the forward pass: pixel shuffle by permuted conv outputs equals lrelu(pixel_shuffle(conv))
     exactly, with and without autograd; the offset conv split in two equals the 216-channel conv + chunk + cat."""

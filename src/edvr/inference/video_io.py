@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import os
 import re
 import struct
@@ -214,8 +215,7 @@ def probe(path: str | os.PathLike, *, fps: Fraction | float | None = None) -> Vi
     path = Path(path)
     if path.is_dir():
         files = _folder_files(path)
-        first = _decode_image(files[0])
-        turn = display_turn(first)
+        first, turn = _decode_image(files[0])
         width, height = (first.height, first.width) if turn[0] else (first.width, first.height)
         rate = Fraction(fps).limit_denominator(1_000_000) if fps else None
         return VideoInfo(path=path, is_folder=True, width=width, height=height, fps=rate,
@@ -244,41 +244,71 @@ def probe(path: str | os.PathLike, *, fps: Fraction | float | None = None) -> Vi
                          interlaced=bool(first is not None and first.interlaced_frame))
 
 
-_UPRIGHT = (False, False, False)
+Turn = tuple[bool, bool, bool]  # (transpose, flip rows, flip columns), applied to the stored pixels in that order
+_UPRIGHT: Turn = (False, False, False)
+# EXIF orientation (TIFF tag 274) -> Turn: 2 mirror, 3 half turn, 4 upside-down mirror, 5 transpose, 6 quarter turn
+# clockwise, 7 transverse, 8 quarter turn counter-clockwise (as viewers and FFmpeg's EXIF -> display matrix apply them).
+_EXIF_TURNS: dict[int, Turn] = {1: (False, False, False), 2: (False, False, True), 3: (False, True, True),
+                                4: (False, True, False), 5: (True, False, False), 6: (True, False, True),
+                                7: (True, True, True), 8: (True, True, False)}
 
 
-def display_turn(frame: av.VideoFrame) -> tuple[bool, bool, bool]:
-    """What shows ``frame`` upright, from its display matrix (a phone video's rotation, a JPEG's EXIF orientation):
-    (transpose, flip rows, flip columns), applied in that order; no change without a matrix.
+def display_turn(frame: av.VideoFrame, data: bytes | None = None) -> Turn:
+    """What shows ``frame`` upright, from its display matrix (a phone video's rotation, a JPEG's EXIF orientation);
+    ``data``: the bytes of an image file, whose EXIF orientation is read where the matrix cannot be.
 
-    FFmpeg's matrix maps a stored pixel (x, y) to the displayed (a x + c y, b x + d y) (``libavutil/display.h``);
-    for the eight quarter-turn orientations one of the pairs (a, d), (b, c) is zero and the signs of the other say
-    which axes are reversed. Other angles are left as stored, with a warning. Where PyAV cannot list a frame's side
-    data (PyAV 18 on JPEGs, whose EXIF block it has no name for) the matrix comes through its rotation angle, which
-    does not tell mirrors apart: the rare mirrored EXIF orientations (2, 4, 5, 7) are then turned but not mirrored.
+    FFmpeg's matrix maps a stored pixel (x, y) to the displayed (a x + c y, b x + d y) (``libavutil/display.h``):
+    for the eight quarter-turn orientations either b, c or a, d are zero, and the signs of the others say which
+    axes are reversed. Angles within 1.5 degrees of a quarter turn count as one (PyAV truncates the angle it
+    reports to whole degrees); others are left as stored, with a warning. Where PyAV cannot list a frame's side
+    data (PyAV 18 raises on the EXIF block FFmpeg 8 attaches to JPEG frames) the orientation comes from the file's
+    EXIF, else from PyAV's angle, which cannot tell a mirror from a turn (mirrored orientations then come out wrong).
     """
     try:
         matrix = next((struct.unpack("=9i", bytes(sd)) for sd in frame.side_data
                        if sd.type.name == "DISPLAYMATRIX"), None)
-    except (ValueError, AttributeError):  # PyAV 18 fails on side data of a type it has no name for (EXIF)
-        matrix = None
-    degrees = round(getattr(frame, "rotation", 0) or 0)  # counter-clockwise; 0 without a matrix
-    if matrix is not None:
-        a, b, c, d = (int(np.sign(v)) for v in (matrix[0], matrix[1], matrix[3], matrix[4]))
-    elif degrees % 90 == 0:  # (cos, -sin, sin, cos) of the angle
-        a, b, c, d = [(1, 0, 0, 1), (0, -1, 1, 0), (-1, 0, 0, -1), (0, 1, -1, 0)][degrees // 90 % 4]
-    else:
-        a = b = c = d = 1  # no quarter turn: warned below
-    if b == c == 0 and a and d:
+        listed = True
+    except (ValueError, AttributeError):  # a side-data type this PyAV has no name for
+        matrix, listed = None, False
+    if matrix is None:
+        orientation = _exif_orientation(data) if data else None
+        if orientation in _EXIF_TURNS:
+            return _EXIF_TURNS[orientation]
+        if listed:
+            return _UPRIGHT
+        angle = math.radians(getattr(frame, "rotation", 0) or 0)  # counter-clockwise
+        matrix = (math.cos(angle), -math.sin(angle), 0, math.sin(angle), math.cos(angle))
+    a, b, c, d = matrix[0], matrix[1], matrix[3], matrix[4]
+    tilt = math.degrees(math.atan2(min(abs(a), abs(b)), max(abs(a), abs(b))))
+    if tilt > 1.5:
+        warnings.warn(f"a frame is to be shown turned by {getattr(frame, 'rotation', '?')} degrees, not a multiple of "
+                      "90: it is read as stored", stacklevel=2)
+        return _UPRIGHT
+    if abs(a) >= abs(b):
         return (False, d < 0, a < 0)
-    if a == d == 0 and b and c:
-        return (True, b < 0, c < 0)
-    warnings.warn(f"a frame is to be shown turned by {degrees} degrees, not a multiple of 90: it is read as stored",
-                  stacklevel=2)
-    return _UPRIGHT
+    return (True, b < 0, c < 0)
 
 
-def _upright(pixels: np.ndarray, turn: tuple[bool, bool, bool]) -> np.ndarray:
+def _exif_orientation(data: bytes) -> int | None:
+    """The EXIF orientation of a JPEG file's bytes (tag 274 of the first IFD of its APP1 Exif block), or None."""
+    start = data.find(b"Exif\x00\x00", 0, 1 << 16)
+    tiff = data[start + 6:start + 6 + (1 << 16)] if start >= 0 else b""
+    if tiff[:4] not in (b"II*\x00", b"MM\x00*"):
+        return None
+    order = "<" if tiff[:2] == b"II" else ">"
+    try:
+        (ifd,) = struct.unpack_from(order + "I", tiff, 4)
+        (count,) = struct.unpack_from(order + "H", tiff, ifd)
+        for k in range(count):
+            tag, kind, _, value = struct.unpack_from(order + "HHI2s", tiff, ifd + 2 + 12 * k)
+            if tag == 274 and kind == 3:  # SHORT
+                return struct.unpack(order + "H", value)[0]
+    except struct.error:  # cut short: no orientation
+        pass
+    return None
+
+
+def _upright(pixels: np.ndarray, turn: Turn) -> np.ndarray:
     if turn == _UPRIGHT:
         return pixels
     transpose, flip_rows, flip_cols = turn
@@ -394,14 +424,16 @@ def read_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None
                 raise failure(f"the stream ends at {ended:.3f}s but the file declares {declared:.3f}s (truncated?)")
 
 
-def _decode_image(path: Path) -> av.VideoFrame:
+def _decode_image(path: Path) -> tuple[av.VideoFrame, Turn]:
+    """The picture of an image file and what turns it upright (:func:`display_turn`)."""
     codec = _IMAGE_CODECS.get(path.suffix.lower())
     if codec is not None and path.is_file():
         try:
             ctx = av.CodecContext.create(codec, "r")
-            frames = ctx.decode(av.Packet(path.read_bytes())) or ctx.decode(None)  # some decoders hold it back
+            data = path.read_bytes()
+            frames = ctx.decode(av.Packet(data)) or ctx.decode(None)  # some decoders hold it back
             if frames:
-                return frames[0]
+                return frames[0], display_turn(frames[0], data if codec == "mjpeg" else None)
         except PermissionError as exc:
             raise InputError(f"{path}: cannot be read ({exc.strerror}); check its permissions") from None
         except av.error.FFmpegError:
@@ -410,14 +442,16 @@ def _decode_image(path: Path) -> av.VideoFrame:
         try:
             stream = _video_stream(container, path)
             for frame in container.decode(stream):
-                return frame
+                return frame, display_turn(frame)
         except av.error.FFmpegError as exc:
             raise InputError(f"{path}: image cannot be decoded ({_reason(exc)}); replace or remove it") from None
     raise InputError(f"{path}: holds no picture; replace or remove it")
 
 
-def _image_pixels(frame: av.VideoFrame) -> np.ndarray:
-    return _upright(_stored_pixels(frame), display_turn(frame))
+def _image_pixels(path: Path) -> np.ndarray:
+    """An image file's pixels, upright, at their stored depth (uint8 or uint16)."""
+    frame, turn = _decode_image(path)
+    return _upright(_stored_pixels(frame), turn)
 
 
 def _stored_pixels(frame: av.VideoFrame) -> np.ndarray:
@@ -436,12 +470,12 @@ def _stored_pixels(frame: av.VideoFrame) -> np.ndarray:
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read one image (png, jpg, tif, webp, bmp; 8 or 16 bits) as (H, W, 3) float32 RGB in [0, 1]."""
-    return to_unit(_image_pixels(_decode_image(Path(path))))
+    return to_unit(_image_pixels(Path(path)))
 
 
 def read_image_pixels(path: str | os.PathLike) -> np.ndarray:
-    """Read one image as (H, W, 3) RGB integers as stored: uint8 for 8-bit files, uint16 for deeper ones."""
-    return _image_pixels(_decode_image(Path(path)))
+    """Read one image as (H, W, 3) RGB integers at the stored depth: uint8 for 8-bit files, uint16 for deeper ones."""
+    return _image_pixels(Path(path))
 
 
 def to_unit(pixels: np.ndarray) -> np.ndarray:
@@ -451,9 +485,9 @@ def to_unit(pixels: np.ndarray) -> np.ndarray:
 
 def _read_folder(folder: Path, start: int, stop: int | None) -> Iterator[Frame]:
     files = _folder_files(folder)
-    first = _image_pixels(_decode_image(files[0]))
+    first = _image_pixels(files[0])
     for index, file in enumerate(files[start:stop], start=start):
-        pixels = first if index == 0 else _image_pixels(_decode_image(file))
+        pixels = first if index == 0 else _image_pixels(file)
         if pixels.shape != first.shape:
             (h, w), (h0, w0) = pixels.shape[:2], first.shape[:2]
             raise InputError(f"{file}: size {w}x{h} (upright) differs from {files[0].name} ({w0}x{h0}); all frames "

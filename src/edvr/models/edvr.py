@@ -34,6 +34,12 @@ from edvr.ops import compiled, winograd
 
 Pyramid = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
+# Rows of context a band of the x4 tail needs (EDVR.reconstruct): a wrong value at a band's edge (its zero padding)
+# spreads one row per 3x3 conv at that conv's scale: 1 row of ``fused`` (upconv1), 1 of 2 rows (upconv2), 2 of 4
+# (conv_hr, conv_last); the bilinear base needs 1. Two rows of ``fused`` cover them all.
+TAIL_HALO = 2
+TAIL_MIN_ROWS = 32  # a band's rows at the least, so that its halo adds at most 4/32 to the tail's work
+
 
 @dataclass(frozen=True)
 class EDVRConfig:
@@ -138,6 +144,7 @@ class EDVR(nn.Module):
         self.upconv2 = Conv2d(nf, 64 * 4, 3, 1, 1)  # the second stage always goes to 64 channels
         self.conv_hr = Conv2d(64, 64, 3, 1, 1)
         self.conv_last = Conv2d(64, num_out_ch, 3, 1, 1)
+        self.tail_band_pixels = 1 << 16  # see reconstruct: 256 MB for the tail's largest map in float32
 
         for name, module in self.named_modules():
             if isinstance(module, DCNPack):
@@ -232,12 +239,38 @@ class EDVR(nn.Module):
         """``fused``: ``(B, nf, h, w)``; ``center``: the centre input frame ``(B, C, H, W)``; returns
         ``(B, C, scale*H, scale*W)``.
 
+        The x4 tail (pixel shuffles, ``conv_hr`` and ``conv_last`` at 2x and 4x) holds 64 x 16 values per pixel of
+        ``fused`` in each of its largest maps, 4 KB in float32: on whole frames it is most of a restore's memory.
+        So it runs in bands of about :attr:`tail_band_pixels` pixels of ``fused`` (whole rows, at least
+        :data:`TAIL_MIN_ROWS`; each band with :data:`TAIL_HALO` rows of context on either side, then cropped): its
+        memory stays flat with the frame size, and each output pixel is computed from the same numbers as without
+        bands (float rounding aside, where a band's shape changes the conv algorithm).
+
         With :meth:`fast_kernels`, two passes of the x4 tail run compiled: the activation + pixel shuffle (same
         numbers) and the last conv + base (same sums in another order)."""
         fast = self.fast_kernels(fused, center)
         with winograd.enabled(fast):
-            out = self.reconstruction(fused.contiguous(memory_format=torch.channels_last))
-            out = conv_pixel_shuffle(self.upconv2, conv_pixel_shuffle(self.upconv1, out, fast), fast)
+            feat = self.reconstruction(fused.contiguous(memory_format=torch.channels_last))
+        n, _, h, w = feat.shape
+        rows = max(TAIL_MIN_ROWS, self.tail_band_pixels // max(1, n * w))
+        span = rows + 2 * TAIL_HALO  # every band has this height (one shape: one compiled variant per kernel)
+        if h <= span or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # an exported graph has one band
+            return self._tail(feat, center, fast)
+        up = center.shape[-2] // h  # centre rows per row of ``fused``: 1 (x4 SR) or 4 (HR input)
+        out = None
+        for top in range(0, h, rows):
+            bottom = min(h, top + rows)
+            lo = min(max(0, top - TAIL_HALO), h - span)  # the first and last bands lean on the frame's edge
+            band = self._tail(feat[..., lo:lo + span, :], center[..., lo * up:(lo + span) * up, :], fast)
+            if out is None:
+                out = band.new_empty(n, band.shape[1], 4 * h, band.shape[-1])
+            out[..., 4 * top:4 * bottom, :] = band[..., 4 * (top - lo):4 * (bottom - lo), :]
+        return out
+
+    def _tail(self, feat: torch.Tensor, center: torch.Tensor, fast: bool) -> torch.Tensor:
+        """The x4 tail of :meth:`reconstruct` on the reconstruction trunk's output ``feat``."""
+        with winograd.enabled(fast):
+            out = conv_pixel_shuffle(self.upconv2, conv_pixel_shuffle(self.upconv1, feat, fast), fast)
             out = lrelu_(self.conv_hr(out))
         base = center if self.config.hr_in else F.interpolate(center, scale_factor=4, mode="bilinear",
                                                               align_corners=False)
