@@ -403,13 +403,14 @@ def bench_memory(short: int, h: int, w: int, tiny: bool) -> dict:
     return res
 
 
-def tail_child(h: int, w: int, band: int) -> None:
+def tail_child(h: int, w: int, band: int, threads: int, backend: str) -> None:
     """(Run in a child process.) Restore 2 synthetic frames with the shipped default model, its x4 tail in bands of
     ``band`` pixels (EDVR.reconstruct); print peak RSS and seconds."""
     from edvr.inference.restore import restore_frames
     from edvr.models.zoo import load_model
 
-    model = load_model(device="cpu", dcn_backend="torch")
+    torch.set_num_threads(threads)
+    model = load_model(device="cpu", dcn_backend=backend)
     model.tail_band_pixels = band
     frames = synthetic_video(2, h, w)
     t = time.perf_counter()
@@ -417,12 +418,15 @@ def tail_child(h: int, w: int, band: int) -> None:
     print(json.dumps({"frames": count, "peak_rss_mb": peak_rss_mb(), "seconds": time.perf_counter() - t}))
 
 
-def bench_tail(h: int, w: int, reps: int, band: int) -> dict:
-    """The x4 tail in bands of rows (``edvr restore``'s way) vs on whole frames, with the shipped default model:
-    ``reconstruct`` timed interleaved and compared, then a 2-frame restore's peak memory each way (child processes)."""
+def bench_tail(h: int, w: int, reps: int, band: int, dcn_backend: str | None) -> dict:
+    """The x4 tail in bands of rows (``edvr restore``'s way) vs on whole frames, with the shipped default model and
+    the DCN backend (so also the tail's kernels) that ``edvr restore`` picks for a long video here: ``reconstruct``
+    timed interleaved and compared, then a 2-frame restore's peak memory each way (child processes)."""
+    from edvr.inference.restore import job_dcn_backend
     from edvr.models.zoo import load_model
 
-    model = load_model(device="cpu", dcn_backend="torch")
+    backend = deform_conv.resolve_backend(job_dcn_backend(dcn_backend, torch.device("cpu"), 10**6, h, w), "cpu")
+    model = load_model(device="cpu", dcn_backend=backend)
     fused = torch.randn(1, model.config.num_feat, h, w)
     center = torch.rand(1, 3, h, w)
     whole_band = 1 << 40
@@ -434,13 +438,14 @@ def bench_tail(h: int, w: int, reps: int, band: int) -> dict:
     with torch.inference_mode():
         t = interleaved({"whole": lambda: tail(whole_band), "bands": lambda: tail(band)}, reps)
         diff = (tail(band) - tail(whole_band)).abs().max().item()
-    res = {"input": [h, w], "band_pixels": band, "speedup": median(t["whole"]) / median(t["bands"]),
-           "max_abs_diff": diff}
+    res = {"input": [h, w], "band_pixels": band, "dcn_backend": backend,
+           "speedup": median(t["whole"]) / median(t["bands"]), "max_abs_diff": diff}
     for name, pixels in (("whole", whole_band), ("bands", band)):
-        cmd = [sys.executable, __file__, "--_tail-child", str(h), str(w), str(pixels)]
+        cmd = [sys.executable, __file__, "--_tail-child", str(h), str(w), str(pixels), str(torch.get_num_threads()),
+               backend]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ.copy())
         res[f"restore_{name}"] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"  x4 tail in bands, {h}x{w} input (default model): {res['speedup']:.2f}x the whole-frame tail's speed, max "
+    print(f"  x4 tail in bands, {h}x{w} input (default model, {backend} backend): {res['speedup']:.2f}x the whole-frame tail's speed, max "
           f"|diff| {diff:.1e}; a 2-frame restore peaked at {res['restore_bands']['peak_rss_mb']:.0f} MB against "
           f"{res['restore_whole']['peak_rss_mb']:.0f} MB on whole frames", flush=True)
     return res
@@ -516,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", default="", help="comma-separated sections to skip: " + ",".join(SECTIONS))
     p.add_argument("--compile", action="store_true", help="also try torch.compile in a --quick run")
     p.add_argument("--_memory-child", nargs=4, help=argparse.SUPPRESS)
-    p.add_argument("--_tail-child", nargs=3, help=argparse.SUPPRESS)
+    p.add_argument("--_tail-child", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -527,7 +532,8 @@ def main(argv: list[str] | None = None) -> int:
         memory_child(int(n), int(h), int(w), tiny == "1")
         return 0
     if args._tail_child:
-        tail_child(*(int(v) for v in args._tail_child))
+        h, w, band, threads, backend = args._tail_child
+        tail_child(int(h), int(w), int(band), int(threads), backend)
         return 0
     skip = {s for s in args.skip.split(",") if s}
     q = args.quick
@@ -572,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     if "tail" not in skip:
         print("x4 tail in bands:", flush=True)
         # quick: bands of 32 rows forced on a small frame; full: the default band on 360x640 input
-        results["tail"] = bench_tail(*((96, 160, 2, 32 * 160) if q else (360, 640, reps, 1 << 16)))
+        results["tail"] = bench_tail(*((96, 160, 2, 32 * 160) if q else (360, 640, reps, 1 << 16)), args.dcn_backend)
     if "layout" not in skip:
         print("layout / compile:", flush=True)
         if q and not args.compile:

@@ -130,6 +130,15 @@ def test_reference_outputs_with_compiled_backend(name, tmp_path, monkeypatch):
     assert compiled.variants(deform_conv._sample_taps) == 3
     assert compiled.variants(blocks._lrelu_shuffle) == 2 and compiled.variants(blocks._sum_taps_add) == 1
     assert (out - fx["output"]).abs().max().item() < 1e-4
+    # The x4 tail in bands of 2 rows (one band shape: one more variant of each tail kernel): the same output.
+    from edvr.models import edvr as edvr_module
+
+    monkeypatch.setattr(edvr_module, "TAIL_MIN_ROWS", 1)
+    model.tail_band_pixels = 2 * fx["input"].shape[0] * fx["input"].shape[-1] // (4 if model.config.hr_in else 1)
+    with torch.inference_mode():
+        banded = model(fx["input"])
+    assert compiled.variants(blocks._lrelu_shuffle) == 4 and compiled.variants(blocks._sum_taps_add) == 2
+    assert (banded - out).abs().max().item() < 1e-5
 
 
 def test_reference_output_with_winograd_convs(tmp_path, monkeypatch):
@@ -265,6 +274,11 @@ def test_x4_tail_in_bands_equals_whole_frames(kw, monkeypatch):
     for pixels in (1, 2 * 12 * 2, 2 * 12 * 5):  # bands of 1, 2 and 5 rows of the (2, nf, 21 or 16, 12) map
         model.tail_band_pixels = pixels
         torch.testing.assert_close(run(model, x), whole, rtol=0, atol=1e-13)
+    calls = []
+    tail = model._tail
+    monkeypatch.setattr(model, "_tail", lambda *a: calls.append(1) or tail(*a))
+    model(x).sum().backward()  # training: one band (autograd would keep every band's activations anyway)
+    assert len(calls) == 1
     monkeypatch.setattr(module, "TAIL_HALO", module.TAIL_HALO - 1)
     assert (run(model, x) - whole).abs().max() > 1e-4
 

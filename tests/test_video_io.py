@@ -459,22 +459,27 @@ def test_turn_from_the_angle_where_side_data_cannot_be_listed() -> None:
         assert display_turn(Frame(45)) == (False, False, False)
 
 
-def test_exif_orientation_of_jpeg_frames_is_applied(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ext", ["jpg", "png", "webp", "tif"])
+def test_exif_orientation_of_image_frames_is_applied(tmp_path: Path, ext: str) -> None:
     # The same picture data under the eight EXIF orientations; Pillow's exif_transpose says what viewers show.
     image = pytest.importorskip("PIL.Image")
     ops = pytest.importorskip("PIL.ImageOps")
+    options = {"jpg": {"quality": 95}, "webp": {"lossless": True}}.get(ext, {})
     for orientation in range(1, 9):
         exif = image.Exif()
         exif[274] = orientation
-        image.fromarray(_picture(0)).save(tmp_path / f"o{orientation}.jpg", quality=95, exif=exif.tobytes())
-    stored = read_image_pixels(tmp_path / "o1.jpg")
+        image.fromarray(_picture(0)).save(tmp_path / f"o{orientation}.{ext}", exif=exif.tobytes(), **options)
+    stored = read_image_pixels(tmp_path / f"o1.{ext}")
     for orientation in range(2, 9):
         tagged = image.fromarray(stored)
         tagged.getexif()[274] = orientation
-        assert np.array_equal(read_image_pixels(tmp_path / f"o{orientation}.jpg"),
-                              np.asarray(ops.exif_transpose(tagged))), orientation
-    assert probe(tmp_path / "o6.jpg").width == H
-    with pytest.raises(InputError, match="o5.jpg: size 48x64 .upright. differs from o1.jpg .64x48."):
+        expected = np.asarray(ops.exif_transpose(tagged))
+        assert np.array_equal(read_image_pixels(tmp_path / f"o{orientation}.{ext}"), expected), orientation
+        # one image given as the input video: the same
+        (frame,) = read_frames(tmp_path / f"o{orientation}.{ext}")
+        assert np.array_equal(frame.image, read_image(tmp_path / f"o{orientation}.{ext}")), orientation
+    assert probe(tmp_path / f"o6.{ext}").width == H
+    with pytest.raises(InputError, match=f"o5.{ext}: size 48x64 .upright. differs from o1.{ext} .64x48."):
         list(read_frames(tmp_path))
 
 

@@ -232,7 +232,7 @@ def probe(path: str | os.PathLike, *, fps: Fraction | float | None = None) -> Vi
         sar = stream.sample_aspect_ratio
         sar = Fraction(sar) if sar and sar > 0 and sar != 1 else None
         first = _first_frame(container, stream)
-        turn = _UPRIGHT if first is None else display_turn(first)
+        turn = _UPRIGHT if first is None else display_turn(first, _image_bytes(path))
         width, height = (cc.height, cc.width) if turn[0] else (cc.width, cc.height)
         if turn[0] and sar is not None:
             sar = 1 / sar  # a pixel w wide and h high, turned a quarter, is h wide and w high
@@ -289,11 +289,30 @@ def display_turn(frame: av.VideoFrame, data: bytes | None = None) -> Turn:
     return (True, b < 0, c < 0)
 
 
+def _image_bytes(path: Path) -> bytes | None:
+    """The head of an image file, where its EXIF block sits (None for other files: videos carry no EXIF)."""
+    if path.suffix.lower() not in _IMAGE_CODECS or not path.is_file():
+        return None
+    with open(path, "rb") as f:
+        return f.read(_EXIF_SEARCH)
+
+
+_EXIF_SEARCH = 1 << 20  # bytes of a file searched for its EXIF block
+
+
 def _exif_orientation(data: bytes) -> int | None:
-    """The EXIF orientation of a JPEG file's bytes (tag 274 of the first IFD of its APP1 Exif block), or None."""
-    start = data.find(b"Exif\x00\x00", 0, 1 << 16)
-    tiff = data[start + 6:start + 6 + (1 << 16)] if start >= 0 else b""
-    if tiff[:4] not in (b"II*\x00", b"MM\x00*"):
+    """The EXIF orientation (tag 274 of the first IFD) of an image file's bytes, or None: TIFF files are EXIF's own
+    layout; JPEG holds it after "Exif\\0\\0" (APP1), PNG in an eXIf chunk, WebP in an EXIF chunk."""
+    tiff = b""
+    if data[:4] in _TIFF_MAGIC:
+        tiff = data
+    else:
+        for marker, skip in ((b"Exif\x00\x00", 6), (b"eXIf", 4), (b"EXIF", 8)):  # skip: to the TIFF header
+            at = data.find(marker, 0, _EXIF_SEARCH)
+            if at >= 0 and data[at + skip:at + skip + 4] in _TIFF_MAGIC:
+                tiff = data[at + skip:]
+                break
+    if not tiff:
         return None
     order = "<" if tiff[:2] == b"II" else ">"
     try:
@@ -306,6 +325,9 @@ def _exif_orientation(data: bytes) -> int | None:
     except struct.error:  # cut short: no orientation
         pass
     return None
+
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
 
 
 def _upright(pixels: np.ndarray, turn: Turn) -> np.ndarray:
@@ -328,7 +350,7 @@ def _first_frame(container: av.container.InputContainer, stream: av.video.stream
     return None
 
 
-def _video_to_array(frame: av.VideoFrame, deep: bool) -> np.ndarray:
+def _video_to_array(frame: av.VideoFrame, deep: bool, turn: Turn) -> np.ndarray:
     kwargs: dict[str, Any] = {"interpolation": _SWS_FLAGS}
     if not frame.format.is_rgb and frame.colorspace == 2:  # unspecified: the players' HD rule, see module doc
         kwargs["src_colorspace"] = (Colorspace.ITU709 if frame.width >= 1280 or frame.height > 576
@@ -337,7 +359,7 @@ def _video_to_array(frame: av.VideoFrame, deep: bool) -> np.ndarray:
         image = frame.to_ndarray(format="rgb48le", **kwargs).astype(np.float32) / np.float32(65535)
     else:
         image = frame.to_ndarray(format="rgb24", **kwargs).astype(np.float32) / np.float32(255)
-    return _upright(image, display_turn(frame))
+    return _upright(image, turn)
 
 
 def _stream_declared_end(stream: av.video.stream.VideoStream) -> float | None:
@@ -373,8 +395,10 @@ def read_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None
         step: float | None = None
         last_corrupt = False
 
+        turn: Turn | None = None
+
         def emit(frame: av.VideoFrame) -> Frame | None:
-            nonlocal index, last_time, step
+            nonlocal index, last_time, step, turn
             index += 1
             if frame.pts is not None and tb is not None:
                 t = float(frame.pts * tb)
@@ -383,7 +407,9 @@ def read_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None
                 last_time = t
             if index - 1 < start:
                 return None
-            return Frame(index=index - 1, pts=frame.pts, image=_video_to_array(frame, deep))
+            if turn is None:  # the stream's: decided once, so that every frame has one shape
+                turn = display_turn(frame, _image_bytes(path))
+            return Frame(index=index - 1, pts=frame.pts, image=_video_to_array(frame, deep, turn))
 
         def failure(reason: str) -> InputError:
             t = last_time + (step or 0.0) if last_time is not None else 0.0
@@ -433,7 +459,7 @@ def _decode_image(path: Path) -> tuple[av.VideoFrame, Turn]:
             data = path.read_bytes()
             frames = ctx.decode(av.Packet(data)) or ctx.decode(None)  # some decoders hold it back
             if frames:
-                return frames[0], display_turn(frames[0], data if codec == "mjpeg" else None)
+                return frames[0], display_turn(frames[0], data)
         except PermissionError as exc:
             raise InputError(f"{path}: cannot be read ({exc.strerror}); check its permissions") from None
         except av.error.FFmpegError:
@@ -442,7 +468,7 @@ def _decode_image(path: Path) -> tuple[av.VideoFrame, Turn]:
         try:
             stream = _video_stream(container, path)
             for frame in container.decode(stream):
-                return frame, display_turn(frame)
+                return frame, display_turn(frame, _image_bytes(path))
         except av.error.FFmpegError as exc:
             raise InputError(f"{path}: image cannot be decoded ({_reason(exc)}); replace or remove it") from None
     raise InputError(f"{path}: holds no picture; replace or remove it")

@@ -253,8 +253,11 @@ class EDVR(nn.Module):
             feat = self.reconstruction(fused.contiguous(memory_format=torch.channels_last))
         n, _, h, w = feat.shape
         rows = max(TAIL_MIN_ROWS, self.tail_band_pixels // max(1, n * w))
+        rows = -(-h // -(-h // rows))  # the same rows in every band, as few as cover h
         span = rows + 2 * TAIL_HALO  # every band has this height (one shape: one compiled variant per kernel)
-        if h <= span or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # an exported graph has one band
+        # One band: small maps; training (autograd keeps every band's activations: no memory saved); an exported graph
+        if h <= span or (torch.is_grad_enabled() and (feat.requires_grad or center.requires_grad)) \
+                or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return self._tail(feat, center, fast)
         up = center.shape[-2] // h  # centre rows per row of ``fused``: 1 (x4 SR) or 4 (HR input)
         out = None
