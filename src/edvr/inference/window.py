@@ -55,6 +55,38 @@ def plan_tiles(height: int, width: int, tile: int | None, overlap: int, multiple
     return tiles
 
 
+def memory_needed(model: EDVR, height: int, width: int, *, batch: int = 1, views: int = 1) -> int:
+    """About how many bytes restoring ``height x width`` input frames takes on the CPU (float32, whole frames).
+
+    Measured peak RSS of 2-frame restores (``restore_frames``, torch DCN backend, one thread; 2026-11-25): the shipped
+    model (32 features) 0.98 GB at 180x320 input, 1.68 GB at 360x640, 3.74 GB at 720x1280; EDVR-M's architecture
+    (64) 1.17 and 2.03 GB. That is ~0.3 GB of process, the x4 tail's band (~13 KB per pixel of the fused map, see
+    EDVR.reconstruct), and per input pixel ~2.9 KB with 32 features and ~4.3 KB with 64: 1.5 KB + 44 B per feature
+    channel, taken to grow with the window's frames, the windows per pass and the ensemble's views (each caches its
+    own features). An HR-input model runs its trunk at a quarter of the input size and PreDeblur at full size
+    (~80 B per channel and fused pixel, from its layers' sizes).
+    """
+    cfg = model.config
+    fused = height * width // (16 if cfg.hr_in else 1)
+    per_pixel = (1536 + 44 * cfg.num_feat * cfg.num_frames / 5 + (80 * cfg.num_feat if cfg.hr_in else 0)) * batch * views
+    band = min(fused * batch, getattr(model, "tail_band_pixels", fused) + 4 * width)
+    return int(3e8 + fused * per_pixel + 13_000 * band)
+
+
+def memory_tile(model: EDVR, height: int, width: int, available: int | None, *, overlap: int, batch: int = 1,
+                views: int = 1) -> int | None:
+    """A tile size (input pixels) for frames that would not fit in ``available`` bytes whole (their estimate above
+    80 % of it): the largest multiple of 64 whose tiles, with ``overlap``, are estimated at half of it. None: whole
+    frames fit (or nothing is known)."""
+    if available is None or memory_needed(model, height, width, batch=batch, views=views) <= 0.8 * available:
+        return None
+    tile = 64
+    while tile + 64 < max(height, width) and memory_needed(
+            model, tile + 64 + 2 * overlap, tile + 64 + 2 * overlap, batch=batch, views=views) <= 0.5 * available:
+        tile += 64
+    return tile
+
+
 def to_tensor(image: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     """``(H, W, 3)`` float in [0, 1] (numpy or torch) -> ``(1, 3, H, W)`` float32 on ``device``."""
     t = torch.from_numpy(np.ascontiguousarray(image)) if isinstance(image, np.ndarray) else image
