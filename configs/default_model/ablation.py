@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python configs/default_model/ablation.py [--iterations 1500] [--rows single,concat,pcd,pcd_tsa]
         [--root runs/ablation] [--data datasets/edvr_real] [--set KEY=VALUE ...] [--seeds 1,2,3]
-    (--rows defaults to the paper's four; single_plain and single_pcd are asked for by name)
+    (--rows defaults to the paper's four; single_plain, single_pcd, concat_tsa and single_tsa are asked for by name)
 
 Every row is the recipe ``edvr_s_real_x4.yaml`` (same data, sampling seed, batch, patch, optimiser, cosine
 schedule, loss) with ``train.iterations`` set to the same budget, and one architectural change:
@@ -19,6 +19,12 @@ so that each multi-frame row can also be compared with the same network fed one 
 
 - ``single_plain``  num_frames=1, no PCD, 1x1-conv fusion: ``concat``'s network (0.32 M parameters);
 - ``single_pcd``    num_frames=1, PCD, 1x1-conv fusion: ``pcd``'s network (0.67 M).
+
+The issue's "5 frames without alignment, the same fusion" can also be read as unaligned frames fused by TSA, the
+full model's fusion; that row and its own network fed one frame:
+
+- ``concat_tsa``    5 frames, no alignment, TSA fusion;
+- ``single_tsa``    num_frames=1, no alignment, TSA fusion: ``concat_tsa``'s network.
 
 ``concat`` is EDVR's ``with_alignment=False``. Each row is trained with edvr's own loop (``edvr.training.loop.train``;
 rows resume if interrupted), then scored on the held-out real clips (``heldout.py``) and, where ``build_data.py`` made
@@ -51,6 +57,8 @@ ROWS = {
     "single_plain": ("1 frame, no PCD, 1x1-conv fusion", {"model.num_frames": 1, "model.with_tsa": False,
                                                           "model.with_alignment": False}),
     "single_pcd": ("1 frame, PCD, 1x1-conv fusion", {"model.num_frames": 1, "model.with_tsa": False}),
+    "concat_tsa": ("5 frames, no alignment, TSA fusion", {"model.with_alignment": False}),
+    "single_tsa": ("1 frame, no PCD, TSA fusion", {"model.num_frames": 1, "model.with_alignment": False}),
 }
 
 
