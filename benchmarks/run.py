@@ -453,9 +453,10 @@ def bench_tail(h: int, w: int, reps: int, band: int, dcn_backend: str | None) ->
             # cache; compiling them in the first run adds gigabytes to its peak
             out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ.copy())
         res[f"restore_{name}"] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"  x4 tail in bands, {h}x{w} input (default model, {backend} backend): {res['speedup']:.2f}x the whole-frame tail's speed, max "
-          f"|diff| {diff:.1e}; a 2-frame restore peaked at {res['restore_bands']['peak_rss_mb']:.0f} MB against "
-          f"{res['restore_whole']['peak_rss_mb']:.0f} MB on whole frames", flush=True)
+    print(f"  x4 tail in bands, {h}x{w} input (default model, {backend} backend): {res['speedup']:.2f}x the "
+          f"whole-frame tail's speed, max |diff| {diff:.1e}; a 2-frame restore peaked at "
+          f"{res['restore_bands']['peak_rss_mb']:.0f} MB against {res['restore_whole']['peak_rss_mb']:.0f} MB on whole "
+          "frames", flush=True)
     return res
 
 
@@ -529,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", default="", help="comma-separated sections to skip: " + ",".join(SECTIONS))
     p.add_argument("--compile", action="store_true", help="also try torch.compile in a --quick run")
     p.add_argument("--_memory-child", nargs=4, help=argparse.SUPPRESS)
-    p.add_argument("--tail-size", default="360x640", metavar="HxW", help="input size of the tail section (default 360x640)")
+    p.add_argument("--tail-size", default="360x640", metavar="HxW",
+                   help="input size of the tail section (default 360x640)")
     p.add_argument("--_tail-child", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from test_video_io import frame_times, make_clip, needs_display_matrix, retag, stream_packets  # noqa: F401  (re-exported for other test files)
+from test_video_io import frame_times, make_clip, needs_display_matrix, retag, stream_packets  # noqa: F401 (re-exported)
 
 
 def sample_clip(name: str) -> Path:
