@@ -145,35 +145,6 @@ def test_interlaced_source_gets_one_line_of_advice(tmp_path, model_file, capsys)
         assert ("is interlaced" in err) == interlaced and ("deinterlace it first" in err) == interlaced
 
 
-def test_frames_too_big_for_the_free_memory_are_tiled_on_the_cpu(tmp_path, model_file, monkeypatch, capsys):
-    from edvr import runtime
-    from edvr.inference import window
-    from edvr.inference.window import memory_needed
-
-    tiles = []
-    plan = window.plan_tiles
-    monkeypatch.setattr(window, "plan_tiles", lambda h, w, tile, *a: tiles.append(tile) or plan(h, w, tile, *a))
-    src = tmp_path / "frames"
-    frame_folder(src, real_frames(3, 128))
-    need = memory_needed(tiny_model(), 128, 128)
-    monkeypatch.setattr(runtime, "available_memory", lambda: 2 * need)
-    restore_video(src, tmp_path / "whole", model_file, device="cpu")
-    assert set(tiles) == {None} and "restoring in tiles" not in capsys.readouterr().err
-    tiles.clear()
-    monkeypatch.setattr(runtime, "available_memory", lambda: need)  # whole frames would take all of it
-    restore_video(src, tmp_path / "auto", model_file, device="cpu")
-    assert set(tiles) == {64}
-    assert "whole 128x128 frames would need about" in capsys.readouterr().err
-    auto, whole = (video_io.read_image(tmp_path / d / "img0.png") for d in ("auto", "whole"))
-    assert np.abs(auto - whole).max() <= 2 / 255  # tiles: within 1e-3 before the 8-bit rounding
-    model = tiny_model()
-    need = memory_needed(model, 2160, 3840)
-    assert window.memory_tile(model, 2160, 3840, 2 * need, overlap=32) is None
-    tile = window.memory_tile(model, 2160, 3840, need // 2, overlap=32)
-    assert tile % 64 == 0 and memory_needed(model, tile + 64, tile + 64) <= need // 4 < memory_needed(
-        model, tile + 192, tile + 192)
-
-
 def test_folder_in_and_out_equals_naive_windows(tmp_path, model_file, monkeypatch):
     src = tmp_path / "frames"
     frames = frame_folder(src, real_frames(6, 24))  # what the restore really reads

@@ -37,25 +37,3 @@ def keep_freed_memory() -> bool:
     # Blocks up to 1 GiB from the heap (not mmap), and freed memory never trimmed back to the system.
     return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
-
-def available_memory() -> int | None:
-    """Bytes of memory this process can still take: Linux's MemAvailable, capped by the process's cgroup limit
-    (containers, CI runners); None where the system does not say (macOS, Windows)."""
-    try:
-        with open("/proc/meminfo") as f:
-            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        return None
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        try:
-            with open(limit_file) as f:
-                limit = f.read().strip()
-            with open(usage_file) as f:
-                usage = int(f.read())
-        except (OSError, ValueError):
-            continue
-        if limit.isdigit():  # "max": no limit
-            available = min(available, int(limit) - usage)
-    return available

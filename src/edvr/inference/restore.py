@@ -30,7 +30,7 @@ from edvr.data.frames import PADDING_MODES
 from edvr.errors import EdvrError, InputError, OutputError
 from edvr.files import write_atomic
 from edvr.inference import video_io
-from edvr.inference.window import WindowRestorer, memory_needed, memory_tile
+from edvr.inference.window import WindowRestorer
 from edvr.models.edvr import EDVR
 
 # The containers a restore writes (their muxers say which codecs they hold, so a misfit is caught before any work).
@@ -378,8 +378,6 @@ def restore_video(
                            tile_overlap=opts.tile_overlap, ensemble=opts.ensemble, batch=batch)
             for m in (net, net2) if m is not None
         ]
-        if dev.type == "cpu" and opts.tile is None:
-            _tile_for_memory(restorers, info, opts, quiet=quiet or rank != 0)
         k = opts.segment_frames
         finished = _finished_segments(work)
         done_before = sum(finished)
@@ -422,27 +420,6 @@ def restore_video(
     if error:
         raise EdvrError(f"{error}; the {total} frames before it were restored into {dst}")
     return RestoreResult(dst, total, time.perf_counter() - t0, resumed_frames=done_before)
-
-
-def _tile_for_memory(restorers: list[WindowRestorer], info: video_io.VideoInfo, opts: RestoreOptions, *,
-                     quiet: bool) -> None:
-    """On the CPU, frames estimated not to fit in the free memory whole are restored in tiles (where a GPU would
-    run out of memory and fall back to tiles; on a CPU the system would stop the process instead)."""
-    from edvr.runtime import available_memory
-
-    available = available_memory()
-    h, w = info.height, info.width
-    for i, r in enumerate(restorers):
-        tile = memory_tile(r.model, h, w, available, overlap=opts.tile_overlap, batch=r.batch, views=len(r.views))
-        if tile is not None:
-            r.tile = tile
-            need = memory_needed(r.model, h, w, batch=r.batch, views=len(r.views))
-            if not quiet:
-                print(f"edvr restore: whole {w}x{h} frames would need about {need / 1e9:.1f} GB of memory"
-                      f"{' in stage 2' if i else ''}, {available / 1e9:.1f} GB are free: restoring in tiles of {tile} "
-                      f"pixels (as --tile {tile}; the result stays within about 1e-3 of whole frames)",
-                      file=sys.stderr, flush=True)
-        h, w = h * r.scale, w * r.scale
 
 
 def _model_id(net: EDVR) -> str:

@@ -55,42 +55,6 @@ def plan_tiles(height: int, width: int, tile: int | None, overlap: int, multiple
     return tiles
 
 
-def memory_needed(model: EDVR, height: int, width: int, *, batch: int = 1, views: int = 1) -> int:
-    """About how many bytes restoring ``height x width`` input frames takes on the CPU (float32, whole frames).
-
-    Fitted, erring high, to the peak RSS of 2-frame restores (``restore_frames``, 2 threads, 2026-11-25) the way
-    ``edvr restore`` runs a long video: the compiled DCN backend, with the allocator keeping freed memory
-    (:mod:`edvr.runtime`) and the compiled kernels already in PyTorch's cache. The shipped model (32 features):
-    1.42 GB at 180x320 input, 2.8 GB at 360x640, 4.7-5.9 GB at 720x1280; EDVR-M's architecture (64): 3.0 GB at
-    360x640 (the torch backend with the system allocator: 0.98, 1.68, 3.74 and 2.03 GB). Model: 0.5 GB, 20 KB per
-    pixel of the x4 tail's band (see EDVR.reconstruct), 4.5 KB + 30 B per feature channel per pixel of the fused
-    map, taken to grow with the window's frames, the windows per pass and the ensemble's views (each caches its own
-    features); an HR-input model also runs PreDeblur at full size (~80 B per channel and fused pixel, from its
-    layers' sizes). Compiling the kernels for a new frame size adds to the first run's peak (+2.7 GB measured at
-    360x640), which this leaves out.
-    """
-    cfg = model.config
-    fused = height * width // (16 if cfg.hr_in else 1)
-    per_pixel = 4500 + 30 * cfg.num_feat * cfg.num_frames / 5 + (80 * cfg.num_feat if cfg.hr_in else 0)
-    per_pixel *= batch * views
-    band = min(fused * batch, getattr(model, "tail_band_pixels", fused) + 4 * width)
-    return int(5e8 + fused * per_pixel + 20_000 * band)
-
-
-def memory_tile(model: EDVR, height: int, width: int, available: int | None, *, overlap: int, batch: int = 1,
-                views: int = 1) -> int | None:
-    """A tile size (input pixels) for frames that would not fit in ``available`` bytes whole (their estimate above
-    80 % of it): the largest multiple of 64 whose tiles, with ``overlap``, are estimated at half of it. None: whole
-    frames fit (or nothing is known)."""
-    if available is None or memory_needed(model, height, width, batch=batch, views=views) <= 0.8 * available:
-        return None
-    tile = 64
-    while tile + 64 < max(height, width) and memory_needed(
-            model, tile + 64 + 2 * overlap, tile + 64 + 2 * overlap, batch=batch, views=views) <= 0.5 * available:
-        tile += 64
-    return tile
-
-
 def to_tensor(image: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     """``(H, W, 3)`` float in [0, 1] (numpy or torch) -> ``(1, 3, H, W)`` float32 on ``device``."""
     t = torch.from_numpy(np.ascontiguousarray(image)) if isinstance(image, np.ndarray) else image
