@@ -297,22 +297,13 @@ def _image_bytes(path: Path) -> bytes | None:
         return f.read(_EXIF_SEARCH)
 
 
-_EXIF_SEARCH = 1 << 20  # bytes of a file searched for its EXIF block
+_EXIF_SEARCH = 1 << 20  # bytes of an image file's head read for its EXIF block
 
 
 def _exif_orientation(data: bytes) -> int | None:
-    """The EXIF orientation (tag 274 of the first IFD) of an image file's bytes, or None: TIFF files are EXIF's own
-    layout; JPEG holds it after "Exif\\0\\0" (APP1), PNG in an eXIf chunk, WebP in an EXIF chunk."""
-    tiff = b""
-    if data[:4] in _TIFF_MAGIC:
-        tiff = data
-    else:
-        for marker, skip in ((b"Exif\x00\x00", 6), (b"eXIf", 4), (b"EXIF", 8)):  # skip: to the TIFF header
-            at = data.find(marker, 0, _EXIF_SEARCH)
-            if at >= 0 and data[at + skip:at + skip + 4] in _TIFF_MAGIC:
-                tiff = data[at + skip:]
-                break
-    if not tiff:
+    """The EXIF orientation (tag 274 of the first IFD) of an image file's bytes, or None."""
+    tiff = _exif_block(data)
+    if tiff[:4] not in _TIFF_MAGIC:
         return None
     order = "<" if tiff[:2] == b"II" else ">"
     try:
@@ -325,6 +316,42 @@ def _exif_orientation(data: bytes) -> int | None:
     except struct.error:  # cut short: no orientation
         pass
     return None
+
+
+def _exif_block(data: bytes) -> bytes:
+    """An image file's EXIF block (TIFF layout), found by walking the file's segments or chunks (not by searching
+    its bytes: that cost 6-8 % of every PNG read): TIFF files are that layout; JPEG keeps it in an APP1 segment
+    after "Exif\\0\\0", before the first scan; PNG in an eXIf chunk; WebP in an EXIF chunk. b"" where none."""
+    if data[:4] in _TIFF_MAGIC:
+        return data
+    if data[:2] == b"\xff\xd8":  # JPEG: marker segments (FF, marker, 2-byte size) up to the start of scan (DA)
+        at = 2
+        while at + 4 <= len(data) and data[at] == 0xFF and data[at + 1] != 0xDA:
+            if data[at + 1] == 0xFF:  # fill byte
+                at += 1
+                continue
+            size = int.from_bytes(data[at + 2:at + 4], "big")
+            if data[at + 1] == 0xE1 and data[at + 4:at + 10] == b"Exif\x00\x00":
+                return data[at + 10:at + 2 + size]
+            at += 2 + size
+        return b""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":  # PNG: chunks (4-byte size, type, data, CRC) up to IEND
+        at = 8
+        while at + 8 <= len(data) and data[at + 4:at + 8] != b"IEND":
+            size = int.from_bytes(data[at:at + 4], "big")
+            if data[at + 4:at + 8] == b"eXIf":
+                return data[at + 8:at + 8 + size]
+            at += 12 + size
+        return b""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":  # WebP: RIFF chunks (type, 4-byte size, data, pad byte)
+        at = 12
+        while at + 8 <= len(data):
+            size = int.from_bytes(data[at + 4:at + 8], "little")
+            if data[at:at + 4] == b"EXIF":
+                block = data[at + 8:at + 8 + size]
+                return block[6:] if block[:6] == b"Exif\x00\x00" else block
+            at += 8 + size + (size & 1)
+    return b""
 
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
