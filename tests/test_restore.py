@@ -331,6 +331,20 @@ def test_broken_stream_restores_what_decodes_then_fails(tmp_path, model_file, ca
     assert 0 < n < 40 and f"the {n} frames before it" in err
 
 
+def test_a_stream_that_changes_size_midway_says_so(tmp_path, model_file, capsys):
+    # MPEG-TS parts joined byte by byte (as recorded broadcasts and HLS downloads are): 64x48, then 96x64.
+    parts = [make_clip(tmp_path / f"{w}.ts", list(range(i * 10, i * 10 + 10)), Fraction(1, 25), size=(w, h))
+             for i, (w, h) in enumerate([(64, 48), (96, 64)])]
+    src = tmp_path / "joined.ts"
+    src.write_bytes(b"".join(p.read_bytes() for p in parts))
+    dst = tmp_path / "out.mp4"
+    assert main(["restore", str(src), "-o", str(dst), "--model", str(model_file), "--device", "cpu", "--quiet"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "joined.ts: frame 10 is 96x64 but the frames before it are 64x48" in err
+    assert "scale=64:48" in err and "the 10 frames before it" in err
+    assert len(frame_times(dst)) == 10
+
+
 def test_bad_input_one_line_errors(tmp_path, model_file, capsys):
     src = make_clip(tmp_path / "in.mp4", list(range(5)), Fraction(1, 25))
     aac = make_clip(tmp_path / "aac.mp4", list(range(5)), Fraction(1, 25), audio="aac")

@@ -36,10 +36,12 @@ SRT = "1\n00:00:00,200 --> 00:00:00,600\nhello\n\n2\n00:00:00,700 --> 00:00:01,0
 # --------------------------------------------------------------------------------------------------------- generators
 
 
-def _picture(i: int, deep: bool = False, rng: np.random.Generator | None = None) -> np.ndarray:
+def _picture(i: int, deep: bool = False, rng: np.random.Generator | None = None, size: tuple[int, int] = (W, H)
+             ) -> np.ndarray:
     """A moving smooth gradient plus a little noise: real motion for B-frames, fine levels for 10-bit checks."""
-    y, x = np.mgrid[0:H, 0:W].astype(np.float64)
-    base = np.stack([(x + 2 * i) / (W + 60), y / H, 0.5 + 0.4 * np.sin((x + y + 3 * i) / 5)], axis=2)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    base = np.stack([(x + 2 * i) / (w + 60), y / h, 0.5 + 0.4 * np.sin((x + y + 3 * i) / 5)], axis=2)
     if rng is not None:
         base = base + rng.normal(0, 0.02, base.shape)
     base = np.clip(base, 0, 1)
@@ -51,7 +53,7 @@ def _picture(i: int, deep: bool = False, rng: np.random.Generator | None = None)
 def make_clip(path: Path, pts: list[int], time_base: Fraction, *, rate: Fraction = Fraction(25),
               codec: str = "libx264", pix_fmt: str = "yuv420p", audio: str | None = None,
               subtitles: bool = False, container_options: dict | None = None, noise: bool = False,
-              color: bool = False, interlaced: bool = False) -> Path:
+              color: bool = False, interlaced: bool = False, size: tuple[int, int] = (W, H)) -> Path:
     """Encode a test clip with the given video pts (and optionally a sine audio track and an SRT stream; ``interlaced``:
     coded as fields, top field first)."""
     rng = np.random.default_rng(0) if noise else None
@@ -61,7 +63,7 @@ def make_clip(path: Path, pts: list[int], time_base: Fraction, *, rate: Fraction
     if interlaced:
         opts["x264-params"] = "interlaced=1:tff=1"
     vs = out.add_stream(codec, rate=rate, options=opts)
-    vs.width, vs.height, vs.pix_fmt = W, H, pix_fmt
+    (vs.width, vs.height), vs.pix_fmt = size, pix_fmt
     vs.time_base = time_base
     vs.codec_context.time_base = time_base
     vs.codec_context.thread_count = 1
@@ -70,7 +72,7 @@ def make_clip(path: Path, pts: list[int], time_base: Fraction, *, rate: Fraction
         cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range = 1, 1, 1, 1
     packets = []
     for i, p in enumerate(pts):
-        frame = av.VideoFrame.from_ndarray(_picture(i, deep, rng), format="rgb48le" if deep else "rgb24")
+        frame = av.VideoFrame.from_ndarray(_picture(i, deep, rng, size), format="rgb48le" if deep else "rgb24")
         frame = frame.reformat(format=pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
         frame.pts, frame.time_base = p, time_base
         packets += vs.encode(frame)

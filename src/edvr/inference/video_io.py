@@ -423,10 +423,18 @@ def read_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None
         last_corrupt = False
 
         turn: Turn | None = None
+        size: tuple[int, int] | None = None
 
         def emit(frame: av.VideoFrame) -> Frame | None:
-            nonlocal index, last_time, step, turn
+            nonlocal index, last_time, step, turn, size
             index += 1
+            if turn is None:  # the stream's, from its first frame (a resumed run too): every frame gets one shape
+                turn, size = display_turn(frame, _image_bytes(path)), (frame.width, frame.height)
+            elif (frame.width, frame.height) != size:
+                (w, h), (w0, h0) = ((x[::-1] if turn[0] else x) for x in ((frame.width, frame.height), size))
+                raise InputError(f"{path}: frame {index - 1} is {w}x{h} but the frames before it are {w0}x{h0} (the "
+                                 f"video changes size midway); scale it to one size first (ffmpeg -i {path.name} -vf "
+                                 f"scale={w0}:{h0} OUT.mkv) or cut it where the size changes")
             if frame.pts is not None and tb is not None:
                 t = float(frame.pts * tb)
                 if last_time is not None and t > last_time:
@@ -434,8 +442,6 @@ def read_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None
                 last_time = t
             if index - 1 < start:
                 return None
-            if turn is None:  # the stream's: decided once, so that every frame has one shape
-                turn = display_turn(frame, _image_bytes(path))
             return Frame(index=index - 1, pts=frame.pts, image=_video_to_array(frame, deep, turn))
 
         def failure(reason: str) -> InputError:
