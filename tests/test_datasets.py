@@ -9,6 +9,7 @@ and B tells which frame each window position holds.
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,29 @@ def test_reds_train_leaves_out_reds4(reds_root):
 def test_reds_train_official_partition_leaves_out_240_to_269(reds_root):
     ds = REDSDataset(reds_root, split="train", gt_size=16, val_partition="official")
     assert [c.name for c in ds.clips] == ["000", "001", "011", "015", "020"]
+
+
+def test_reds_train_takes_the_val_folders_as_clips_240_on(tmp_path):
+    # The REDS download keeps val_* apart; the recipe (BasicSR's 270-clip meta info minus REDS4) trains on them too.
+    root = make_reds(tmp_path, ["000", "001", "011"], part="train")
+    make_reds(tmp_path, ["000", "002"], part="val", frames=6)
+    ds = REDSDataset(root, split="train", gt_size=16)
+    assert [c.name for c in ds.clips] == ["001", "240", "242"]
+    assert ds.clips[2].gt[0] == root / "val_sharp" / "002" / "00000000.png"
+    assert ds.clips[2].lq[0] == root / "val_sharp_bicubic" / "X4" / "002" / "00000000.png"
+    official = REDSDataset(root, split="train", gt_size=16, val_partition="official")  # trains on 000-239
+    assert [c.name for c in official.clips] == ["000", "001", "011"]
+    deblur = REDSDataset(root, split="train", track="deblur", gt_size=16)
+    assert deblur.clips[1].lq[0] == root / "val_blur" / "000" / "00000000.png"
+    shutil.rmtree(root / "val_blur")
+    with pytest.raises(InputError, match="val_blur: folder not found.*trains on the validation clips too"):
+        REDSDataset(root, split="train", track="deblur", gt_size=16)
+
+
+def test_reds_val_folders_are_not_taken_twice_when_merged(reds_root, tmp_path):
+    root = make_reds(tmp_path, ["001", "240"], part="train")
+    make_reds(tmp_path, ["000"], part="val")
+    assert [c.name for c in REDSDataset(root, split="train", gt_size=16).clips] == ["001", "240"]
 
 
 def test_reds4_split_is_the_four_clips_whole_frames(reds_root):

@@ -83,6 +83,13 @@ def test_cosine_restarts_at_period_boundaries():
     assert lr(700_000) == eta
     assert learning_rate(5, lr=1.0, periods=[100], restart_weights=[1], eta_min=0, warmup_iterations=10) == 0.5
 
+    # Update k runs at scheduler step k - 1: BasicSR steps the scheduler before every update but the first.
+    def update(k):
+        return learning_rate(k, lr=base, periods=periods, restart_weights=weights, eta_min=eta)
+
+    assert update(1) == lr(0) == pytest.approx(base, rel=1e-12) and update(2) == lr(1) < base
+    assert update(50_001) == pytest.approx(eta, abs=1e-15) and update(50_002) == pytest.approx(first_after, rel=1e-12)
+
 
 def test_charbonnier_is_summed_and_eps_sets_the_floor():
     a, b = torch.zeros(2, 3, 4, 4), torch.full((2, 3, 4, 4), 0.5)
@@ -133,13 +140,25 @@ def test_tsa_only_freezes_exactly_the_non_tsa_parameters():
     assert all(p.requires_grad for p in model.parameters())
 
 
+def test_dcn_lr_mult_group_is_basicsr_dcn_lr_mul_group():
+    # BasicSR's EDVRModel puts every parameter whose name holds "dcn" in the multiplied group (our names are theirs).
+    from edvr.models.edvr import EDVR
+
+    for kw in ({}, {"with_predeblur": True, "hr_in": True}):
+        model = EDVR(num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruct_block=1, **kw)
+        dcn = {id(p) for p in model.dcn_parameters()}
+        assert {id(p) for n, p in model.named_parameters() if "dcn" in n} == dcn
+        assert len(dcn) == 4 * 4  # 4 DCNs (3 levels + cascading): weight, bias, offset conv weight and bias
+
+
 # ---------------------------------------------------------------------------------------------- the loop
 
 
 def test_tsa_warmup_moves_only_tsa_then_everything(tmp_path, train_set):
     from edvr.models.edvr import EDVR
 
-    cfg = tiny_config(tmp_path, iterations=3, tsa_only_iterations=2, checkpoint_interval=1, periods=[100])
+    # BasicSR's tsa_iter 3: updates 1 and 2 train TSA only, update 3 everything
+    cfg = tiny_config(tmp_path, iterations=3, tsa_only_iterations=3, checkpoint_interval=1, periods=[100])
     train(cfg, train_set=train_set)
     torch.manual_seed(cfg.train.seed)  # the loop seeds the same way before building the model
     init = EDVR(**cfg.model.model_kwargs()).state_dict()
@@ -170,12 +189,14 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, train_set):
     train(cfg2, train_set=train_set)  # two good updates and a checkpoint
     good = torch.load(tmp_path / "b/tiny/checkpoints/iter_0000002.pt", weights_only=True)["model"]
     cfg2.train.iterations = 12
+    # Updates 3, 4, 5 are skipped; iteration 4 is still saved as due (the weights of update 2), then 5 stops the run.
     with pytest.raises(TrainingDiverged, match=r"iteration 5: 3 non-finite losses in a row; the last good "
-                                               r"checkpoint is .*iter_0000002\.pt"):
+                                               r"checkpoint is .*iter_0000004\.pt"):
         train(cfg2, resume="auto", train_set=PoisonedDataset(train_set))
-    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "b/tiny/checkpoints")] == ["iter_0000002.pt"]
-    latest = torch.load(tmp_path / "b/tiny/checkpoints/latest.pt", weights_only=True)["model"]
-    assert all(torch.equal(latest[k], good[k]) for k in good)
+    saved = [p.name for p in ckpt.list_checkpoints(tmp_path / "b/tiny/checkpoints")]
+    assert saved == ["iter_0000002.pt", "iter_0000004.pt"]
+    latest = torch.load(tmp_path / "b/tiny/checkpoints/latest.pt", weights_only=True)
+    assert latest["nonfinite_streak"] == 2 and all(torch.equal(latest["model"][k], good[k]) for k in good)
 
 
 def test_offset_magnitudes_are_logged_and_a_blow_up_is_named(tmp_path, train_set):

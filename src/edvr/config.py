@@ -84,8 +84,8 @@ class TrainConfig:
     restart_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
     eta_min: float = 1e-7
     warmup_iterations: int = 0  # linear lr warm-up from 0 (BasicSR's warmup_iter; the EDVR recipes use none)
-    tsa_only_iterations: int = 0  # the first N updates train only the TSA module (the rest is frozen)
-    dcn_lr_mult: float = 1.0  # lr multiplier for the convs that predict DCN offsets and masks
+    tsa_only_iterations: int = 0  # updates 1..N-1 train only the TSA module (BasicSR's tsa_iter; the rest frozen)
+    dcn_lr_mult: float = 1.0  # lr multiplier of the deformable convs (weights, offset/mask convs): BasicSR's dcn_lr_mul
     loss: Literal["charbonnier", "l1"] = "charbonnier"
     loss_reduction: Literal["sum", "mean"] = "sum"
     charbonnier_eps: float = 1e-12  # BasicSR: 1e-12; the original EDVR repo: 1e-6

@@ -19,7 +19,10 @@ Validation partitions (facts from BasicSR's ``reds_dataset.py`` and its ``meta_i
   ``split="val"`` the clips come from ``val_*`` folders if they exist, else from clips 240-269 of the train folders.
 
 ``split="train"`` drops the clips of ``val_partition`` from the train folders: ``"reds4"`` (the EDVR recipe) drops
-000/011/015/020; ``"official"`` drops 240-269 (nothing, if the val clips were never merged in).
+000/011/015/020; ``"official"`` drops 240-269 (nothing, if the val clips were never merged in). With ``"reds4"`` the
+official validation clips are training clips, as in BasicSR's recipes (``meta_info_REDS_GT.txt``: 270 clips, REDS4
+removed, 266 left) and the original repository's (``train_*_wval`` LMDBs): taken from the ``val_*`` folders as clips
+240-269 when the train folders do not already hold them.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edvr.data.frames import default_padding
-from edvr.data.videos import PairedClipsDataset, clip_names, paired_clip, require_dir
+from edvr.data.videos import Clip, PairedClipsDataset, clip_names, paired_clip, require_dir
 from edvr.errors import InputError
 
 REDS4_CLIPS: tuple[str, ...] = ("000", "011", "015", "020")
@@ -112,11 +115,14 @@ class REDSDataset(PairedClipsDataset):
         require_dir(lq_root, f"LQ clips {lq_root.relative_to(root)}/000/00000000.png for track {track!r} in {layout}")
 
         available = sorted(p.name for p in gt_root.iterdir() if p.is_dir())
+        merged: list[Clip] = []  # the val_* clips as training clips 240-269 (split "train", partition "reds4")
         if clips is not None:
             names = clip_names(clips)
         elif split == "train":
             held_out = set(VAL_PARTITIONS[val_partition])
             names = [c for c in available if c not in held_out]
+            if val_partition == "reds4" and not set(available) & set(OFFICIAL_VAL_CLIPS) and (root / "val_sharp").is_dir():
+                merged = _val_as_train_clips(root, lq_name, low_res, scale, layout)
         elif split == "reds4":
             names = list(REDS4_CLIPS)
         elif part == "val":
@@ -134,7 +140,7 @@ class REDSDataset(PairedClipsDataset):
         self.split = split
         self.track = track
         super().__init__(
-            [paired_clip(name, lq_root / name, gt_root / name) for name in names],
+            [paired_clip(name, lq_root / name, gt_root / name) for name in names] + merged,
             test=split != "train",
             num_frames=num_frames,
             gt_size=gt_size,
@@ -145,3 +151,19 @@ class REDSDataset(PairedClipsDataset):
             padding=padding or default_padding(track),
             seed=seed,
         )
+
+
+def _val_as_train_clips(root: Path, lq_name: str, low_res: bool, scale: int, layout: str) -> list[Clip]:
+    """The official validation clips ``val_*/NNN`` as training clips ``NNN + 240``, BasicSR's numbering."""
+    gt_root = root / "val_sharp"
+    lq_root = root / f"val_{lq_name}"
+    if low_res:
+        lq_root = lq_root / f"X{scale}"
+    require_dir(lq_root, f"LQ clips {lq_root.relative_to(root)}/000/00000000.png beside val_sharp in {layout} (the "
+                "recipe trains on the validation clips too)")
+    names = sorted(p.name for p in gt_root.iterdir() if p.is_dir())
+    for name in names:
+        if not (name.isdigit() and int(name) < 30):
+            raise InputError(f"{gt_root / name}: not a REDS validation clip (000-029)")
+        require_dir(lq_root / name, f"clip {name} of the validation clips in {lq_root}/")
+    return [paired_clip(f"{int(name) + 240:03d}", lq_root / name, gt_root / name) for name in names]

@@ -337,7 +337,10 @@ class VideoFolderDataset(Dataset):
     In training, the LQ patch is made from a GT region with a margin of ``_MARGIN`` LQ pixels, then cut, so patch
     borders see real neighbours (the x4 bicubic kernel reaches 8 GT pixels = 2 LQ pixels, the BD Gaussian less);
     the patch then equals the same crop of the whole degraded frame: where the margin is clipped by the frame
-    border, the degradation sees that same border in both cases. Sampling otherwise as :class:`PairedClipsDataset`.
+    border, the degradation sees that same border in both cases. Not so for the compression, which is applied to the
+    region with its margin: its 8x8 block grid starts at the region's corner and an H.264 window starts with an
+    I-frame, so it is compression of the kind a whole frame gets, not the same bits. Sampling otherwise as
+    :class:`PairedClipsDataset`.
 
     Decoding choice: video files are decoded whole, once per worker process, into uint8 arrays (a 10- or 12-bit
     video is rounded to 8 bits here; frame folders of 16-bit PNGs keep their precision) kept in a

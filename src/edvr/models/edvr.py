@@ -163,9 +163,10 @@ class EDVR(nn.Module):
     def dcn_modules(self) -> list[DCNPack]:
         return [m for m in self.modules() if isinstance(m, DCNPack)]
 
-    def dcn_offset_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the convs that predict DCN offsets and masks (for an lr multiplier in training)."""
-        return [p for m in self.dcn_modules() for p in m.conv_offset.parameters()]
+    def dcn_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the deformable convs: their weights and the convs that predict their offsets and masks (the
+        group of BasicSR's ``dcn_lr_mul``: every parameter with "dcn" in its name, for an lr multiplier)."""
+        return [p for m in self.dcn_modules() for p in m.parameters()]
 
     def largest_offset(self) -> tuple[str, float] | None:
         """The DCN whose mean |offset| (pixels, over its last training-mode call) is largest, as (layer name, value);

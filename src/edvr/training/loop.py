@@ -9,9 +9,11 @@ forward (autocast on CUDA), Charbonnier loss summed over the batch, skip non-fin
 EMA; log, validate, checkpoint. At the end it saves the last state and exports inference weights.
 
 EDVR-specific tricks and where they are: the TSA-only warm-up trains ``model.tsa_parameters()`` alone for the
-first ``train.tsa_only_iterations`` updates, the other parameters having ``requires_grad`` False (as BasicSR does:
-they get no gradient, so Adam neither moves them nor builds state for them); the DCN lr multiplier puts
-``model.dcn_offset_parameters()`` in their own param group; the loss is summed, not averaged.
+updates before update ``train.tsa_only_iterations`` (BasicSR's ``tsa_iter``: 50000 means updates 1-49999), the
+other parameters having ``requires_grad`` False (as BasicSR does: they get no gradient, so Adam neither moves them
+nor builds state for them); the DCN lr multiplier puts the deformable convs' parameters (``model.dcn_parameters()``:
+each DCN's weights and its offset/mask conv, BasicSR's ``dcn_lr_mul`` group) in their own param group; the loss is
+summed, not averaged.
 
 Gradient scale with several processes: each process sums the loss over its share of the batch and multiplies it by
 the world size, so that DDP's averaging yields the gradient of the loss summed over the whole batch - the same as
@@ -111,11 +113,11 @@ def train(cfg: Config, *, resume: str | None = None, train_set: Dataset | None =
         init_from_pretrained(model, t.pretrained, strict=t.pretrained_strict, log=log)
     ema = copy.deepcopy(model).requires_grad_(False) if t.ema_decay > 0 else None
 
-    offset_params = model.dcn_offset_parameters() if t.dcn_lr_mult != 1.0 else []
-    offset_ids = {id(p) for p in offset_params}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in offset_ids], "lr_mult": 1.0}]
-    if offset_params:
-        groups.append({"params": offset_params, "lr_mult": t.dcn_lr_mult})
+    dcn_params = model.dcn_parameters() if t.dcn_lr_mult != 1.0 else []
+    dcn_ids = {id(p) for p in dcn_params}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in dcn_ids], "lr_mult": 1.0}]
+    if dcn_params:
+        groups.append({"params": dcn_params, "lr_mult": t.dcn_lr_mult})
     optimizer = torch.optim.Adam(groups, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
     fp16 = amp_dtype == torch.float16
     # torch.amp.GradScaler is torch >= 2.3; the package supports 2.1, which has the CUDA one (fp16 is CUDA-only here).
@@ -132,7 +134,13 @@ def train(cfg: Config, *, resume: str | None = None, train_set: Dataset | None =
         model.load_state_dict(state["model"])
         if ema is not None:
             ema.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError:  # group sizes: the dcn_lr_mult group once held the offset convs alone
+            raise CheckpointError(f"{resume_path}: its optimiser state does not fit this version's parameter groups "
+                                  "(train.dcn_lr_mult now covers the whole deformable convs, as BasicSR's "
+                                  f"dcn_lr_mul); start a new run from its weights: train.pretrained={resume_path}"
+                                  ) from None
         for group, mult in zip(optimizer.param_groups, [1.0, t.dcn_lr_mult]):  # the config's, not the checkpoint's
             group.update(lr_mult=mult, betas=t.betas, weight_decay=t.weight_decay)
         if state.get("scaler"):
@@ -171,7 +179,7 @@ def train(cfg: Config, *, resume: str | None = None, train_set: Dataset | None =
 
         # TSA-only warm-up: freeze all but TSA for the first updates, then everything trains. DDP tracks the
         # parameters that require grad when it is built, so it is rebuilt when the set changes.
-        tsa_only = has_tsa and it <= t.tsa_only_iterations
+        tsa_only = has_tsa and it < t.tsa_only_iterations  # BasicSR's tsa_iter: update N trains everything
         if tsa_only != tsa_only_phase:
             set_tsa_only(model, tsa_only)
             net = distributed.wrap(model, info)
@@ -192,8 +200,9 @@ def train(cfg: Config, *, resume: str | None = None, train_set: Dataset | None =
                              "(true for deblurring tracks, false for x4 SR) or the dataset's scale")
         loss = loss_fn(out, gt)
 
-        # A non-finite loss is skipped on every rank (they must agree, or DDP would hang), never stepped on.
-        global_loss = _sum_over_ranks(loss.detach(), info)
+        # A non-finite loss is skipped on every rank (they must agree, or DDP would hang), never stepped on; the
+        # iteration still counts, and still logs, validates and saves where it is due.
+        global_loss = _sum_over_ranks(loss.detach(), info) / (1 if t.loss_reduction == "sum" else info.world_size)
         if not math.isfinite(global_loss):
             nonfinite_streak += 1
             optimizer.zero_grad(set_to_none=True)
@@ -204,25 +213,23 @@ def train(cfg: Config, *, resume: str | None = None, train_set: Dataset | None =
                 where = f"the last good checkpoint is {last_saved}" if last_saved else "no checkpoint was saved"
                 raise TrainingDiverged(f"training stopped at iteration {it}: {nonfinite_streak} non-finite losses "
                                        f"in a row; {where} (lower train.lr or set train.grad_clip)")
-            bar.update(1)
-            continue
-        nonfinite_streak = 0
-
-        scaler.scale(loss * loss_scale).backward()
-        if t.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], t.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            with torch.no_grad():
-                for e, p in zip(ema.parameters(), model.parameters()):
-                    e.lerp_(p, 1.0 - t.ema_decay)
+        else:
+            nonfinite_streak = 0
+            scaler.scale(loss * loss_scale).backward()
+            if t.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], t.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                with torch.no_grad():
+                    for e, p in zip(ema.parameters(), model.parameters()):
+                        e.lerp_(p, 1.0 - t.ema_decay)
+            loss_sum, loss_count = loss_sum + global_loss, loss_count + 1
 
         # ---- logging, validation, checkpoints --------------------------------------------------------------
         bar.update(1)
-        loss_sum, loss_count = loss_sum + global_loss, loss_count + 1
         if it % cfg.logging.print_interval == 0 or it == t.iterations:
             rate = (it - tic_iter) / max(time.perf_counter() - tic, 1e-9)
             eta = (t.iterations - it) / max(rate, 1e-9)
@@ -439,7 +446,10 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _check_compatible(state: dict[str, Any], cfg: Config, path: Path | None, log: _Log) -> None:
     saved = state.get("config", {})
-    if saved.get("model") != cfg.to_dict()["model"]:
+    old_model, new_model = (dict(m or {}) for m in (saved.get("model"), cfg.to_dict()["model"]))
+    for m in (old_model, new_model):
+        m.pop("dcn_backend", None)  # how the deformable convs are computed, not what they are: free to change
+    if old_model != new_model:
         run_config = path.parent.parent / "config.yaml" if path else "config.yaml"
         raise CheckpointError(f"{path}: saved with model {saved.get('model')}, but the config asks for "
                               f"{cfg.to_dict()['model']}; resume with the run's own config ({run_config})")
@@ -448,7 +458,7 @@ def _check_compatible(state: dict[str, Any], cfg: Config, path: Path | None, log
                  "the run will not match an uninterrupted one")
     old_train = saved.get("train", {})
     old_mult = old_train.get("dcn_lr_mult", 1.0)
-    if (old_mult == 1.0) != (cfg.train.dcn_lr_mult == 1.0):  # the offset convs have their own Adam group or not
+    if (old_mult == 1.0) != (cfg.train.dcn_lr_mult == 1.0):  # the deformable convs have their own Adam group or not
         raise CheckpointError(f"{path}: saved with train.dcn_lr_mult={old_mult}, the config asks for "
                               f"{cfg.train.dcn_lr_mult}: resume with {old_mult}, or start a new run from its weights "
                               f"(train.pretrained={path})")

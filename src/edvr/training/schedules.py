@@ -1,9 +1,13 @@
 """Learning-rate schedules as pure functions of the iteration (no optimiser, no hidden state to save or resume).
 
-Iteration ``k`` is the k-th optimiser update, counted from 1; ``k = 0`` gives the initial rate. This follows
-BasicSR's ``CosineAnnealingRestartLR`` stepped once before each update: within period ``i`` (of length ``P_i``,
-starting after iteration ``R_i``), ``lr = eta_min + w_i * (lr_0 - eta_min) * (1 + cos(pi * (k - R_i) / P_i)) / 2``.
-The last iteration of a period therefore runs at exactly ``eta_min`` and the next one restarts near ``w_i * lr_0``.
+:func:`cosine_restart_lr` is BasicSR's ``CosineAnnealingRestartLR`` at scheduler step ``e``: within period ``i`` (of
+length ``P_i``, starting after step ``R_i``), ``lr = eta_min + w_i * (lr_0 - eta_min) * (1 + cos(pi * (e - R_i) /
+P_i)) / 2``; step ``R_i + P_i`` is exactly ``eta_min`` and the next one restarts near ``w_i * lr_0``.
+
+:func:`learning_rate` is the rate of update ``k`` (the k-th optimiser update, counted from 1). BasicSR's training loop
+steps the scheduler before every update but the first (``update_learning_rate``: ``if current_iter > 1``), so update
+``k`` runs at step ``k - 1``: update 1 at ``lr_0``, update 50001 at ``eta_min``, update 50002 restarted. A linear
+warm-up, where asked for, scales ``lr_0`` by ``k / warmup`` for the updates ``k < warmup`` instead.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ def linear_warmup_factor(iteration: int, warmup_iterations: int) -> float:
 
 def learning_rate(iteration: int, *, lr: float, periods: Sequence[int], restart_weights: Sequence[float],
                   eta_min: float, warmup_iterations: int = 0) -> float:
-    """The rate used by update ``iteration`` (both rules together, as the training loop applies them)."""
+    """The rate used by update ``iteration`` (counted from 1; both rules together, as BasicSR applies them)."""
     if warmup_iterations > 0 and iteration < warmup_iterations:
         return lr * linear_warmup_factor(iteration, warmup_iterations)
-    return cosine_restart_lr(iteration, lr, periods, restart_weights, eta_min)
+    return cosine_restart_lr(max(0, iteration - 1), lr, periods, restart_weights, eta_min)
