@@ -116,6 +116,24 @@ def test_reds4_deblur_pads_replicate_and_needs_a_scale1_model(tmp_path):
     assert first_clip[5] == [3, 4, 5, 5, 5]
 
 
+def test_models_run_in_true_float32_and_the_switches_are_restored(tmp_path):
+    # PyTorch runs float32 convs in TF32 on Ampere+ GPUs by default; scores must be float32's, from Python too.
+    root = _reds(tmp_path)
+    flags = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = [f.allow_tf32 for f in flags]
+    seen = []
+    try:
+        for f in flags:
+            f.allow_tf32 = True
+        _evaluate(Recorder(), "reds4", root, baselines=(), compute_ssim=False,
+                  on_frame=lambda _: seen.append([f.allow_tf32 for f in flags]))
+        assert seen and all(s == [False, False] for s in seen)
+        assert [f.allow_tf32 for f in flags] == [True, True]
+    finally:
+        for f, value in zip(flags, before):
+            f.allow_tf32 = value
+
+
 def test_missing_clip_is_an_input_error(tmp_path):
     root = _reds(tmp_path)
     for p in (root / "train_sharp" / "015").iterdir():
@@ -185,6 +203,9 @@ def test_vimeo90k_t_scores_the_centre_frame_of_each_listed_septuplet(tmp_path):
     stub.windows.clear()
     fast = _evaluate(stub, "vimeo90k-t:fast", tmp_path, baselines=(), compute_ssim=False)
     assert fast.clips == ["00002/0007"] and fast.protocol == "vimeo90k-t:fast"
+    assert not result.complete and fast.complete  # 2 of the 7824 test septuplets; the subset's list is its own
+    with pytest.warns(UserWarning, match="2 sequences listed, the full test set has 7824"):
+        evaluate(stub, "vimeo90k-t", tmp_path, baselines=(), compute_ssim=False)
     with pytest.raises(InputError, match="7 frames"):
         _evaluate(Recorder(num_frames=9), "vimeo90k-t", tmp_path, baselines=())
 

@@ -75,11 +75,6 @@ def _eval(args: argparse.Namespace) -> int:
         if path and Path(path).parent and not Path(path).expanduser().resolve().parent.is_dir():
             raise OutputError(f"{path}: its folder does not exist; create it or pick another {flag} path")
     device = pick_device(args.device)
-    if device.type == "cuda":  # scores in true float32: PyTorch's default runs convs in TF32 on Ampere and newer
-        import torch
-
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
     model = load_model(args.model, device=device)
     stage2 = load_model(args.stage2, device=device) if args.stage2 else None
     ensemble = True if args.ensemble == "auto" else args.ensemble

@@ -62,6 +62,7 @@ class Protocol:
     expected_frames: dict[str, int] | None = None  # frames per clip of the full protocol (completeness check)
     center_only: bool = False  # Vimeo90K-T: every sequence is a window, only its centre frame is scored
     list_files: tuple[str, ...] = ()  # Vimeo90K-T: where the sequence list may be
+    expected_clips: int | None = None  # clips (septuplets) of the full protocol (completeness check)
     published: tuple[Published, ...] = field(default_factory=tuple)
 
     @property
@@ -143,6 +144,7 @@ def _vimeo(name: str, lq: str, kind: str) -> Protocol:
         crop_border=0,
         center_only=True,
         list_files=("vimeo_septuplet/sep_testlist.txt", "sep_testlist.txt", "meta_info_Vimeo90K_test_GT.txt"),
+        expected_clips=7824,  # the septuplets of sep_testlist.txt
     )
 
 
@@ -192,6 +194,7 @@ def get_protocol(name: str) -> Protocol:
         proto,
         name=name,
         description=f"{proto.description}, {split}-motion subset",
+        expected_clips=None,
         list_files=(f"meta_info_Vimeo90K_test_{split}_GT.txt",
                     f"vimeo_septuplet/meta_info_Vimeo90K_test_{split}_GT.txt"),
     )
