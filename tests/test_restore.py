@@ -253,6 +253,59 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, model_file, monke
     assert dst.read_bytes() == straight.read_bytes()
 
 
+def test_a_model_replaced_under_its_name_is_not_resumed(tmp_path, model_file, monkeypatch):
+    src = make_clip(tmp_path / "in.mp4", list(range(40)), Fraction(1, 25))
+    model = tmp_path / "net_g_latest.safetensors"
+    model.write_bytes(model_file.read_bytes())
+    dst = tmp_path / "out.mkv"
+    monkeypatch.setattr(video_io, "read_frames", Interrupt(after=30))
+    with pytest.raises(KeyboardInterrupt):
+        restore_video(src, dst, model, device="cpu", segment_frames=16, quiet=True)
+    monkeypatch.undo()
+    other = tiny_model(seed=1)
+    save_checkpoint(other.state_dict(), other.config, model)  # the same name, other weights (a training run's latest)
+    with pytest.raises(OutputError, match="cannot resume: the earlier run differs in model"):
+        restore_video(src, dst, model, device="cpu", segment_frames=16, quiet=True, resume=True)
+
+
+def test_a_second_job_on_the_same_output_is_refused(tmp_path, model_file, capsys):
+    import fcntl
+
+    src = make_clip(tmp_path / "in.mp4", list(range(20)), Fraction(1, 25))
+    dst = tmp_path / "out.mp4"
+    args = ["restore", str(src), "-o", str(dst), "--model", str(model_file), "--device", "cpu", "--quiet"]
+    work = work_dir_for(dst)
+    work.mkdir()
+    (work / "seg000000.json").write_text('{"frames": 16}')  # a running job's finished segment
+    fd = os.open(work, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held by that job
+        assert main(args) != 0
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "another edvr restore is writing this output" in err
+        assert (work / "seg000000.json").exists() and not dst.exists()  # its work is left alone
+    finally:
+        os.close(fd)
+    assert main(args) == 0 and len(frame_times(dst)) == 20 and not work.exists()
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    (["--tile", "8"], "--tile 8: tiles must be at least 16"),
+    (["--tile", "64", "--tile-overlap", "-16"], "--tile-overlap -16: must be >= 0"),
+    (["--crf", "-5"], "--crf -5: libx264 takes 0 (best) to 51"),
+    (["--codec", "libvpx-vp9", "--crf", "64"], "--crf 64: libvpx-vp9 takes 0 (best) to 63"),
+    (["--codec", "mpeg4", "--crf", "20"], "--crf 20: mpeg4 has no constant-quality mode"),
+])
+def test_bad_options_are_refused_before_any_work(tmp_path, model_file, capsys, option, message):
+    src = make_clip(tmp_path / "in.mp4", list(range(5)), Fraction(1, 25))
+    dst = tmp_path / "out.mkv"
+    assert main(["restore", str(src), "-o", str(dst), "--model", str(model_file), "--device", "cpu", "--quiet",
+                 *option]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err
+    assert not dst.exists() and not work_dir_for(dst).exists()
+
+
 def test_kill_9_then_resume_from_the_cli(tmp_path, model_file):
     src = make_clip(tmp_path / "in.mp4", list(range(100)), Fraction(1, 25), audio="aac")
     args = [str(src), "--model", str(model_file), "--device", "cpu", "--segment-frames", "16", "--quiet"]

@@ -235,6 +235,83 @@ def test_matroska_output_keeps_timestamps_to_its_millisecond(tmp_path: Path) -> 
     assert all(abs(g - p * Fraction(1, 90000)) <= Fraction(1, 2000) for g, p in zip(got, pts))
 
 
+def test_a_broadcast_clock_starts_at_zero_and_other_late_starts_are_kept(tmp_path: Path) -> None:
+    # A TS capture whose clock reads 10 hours: the restored file starts at 0, not after a 10-hour empty edit.
+    clip = make_clip(tmp_path / "clip.mkv", list(range(20)), Fraction(1, 25), audio="aac")
+    src = tmp_path / "cap.ts"
+    with av.open(str(clip)) as c, av.open(str(src), "w") as out:  # the same packets, 10 hours later
+        streams = {s.index: out.add_stream_from_template(s) for s in c.streams}
+        for packet in c.demux():
+            if packet.size:
+                shift = round(36000 / packet.time_base)
+                packet.pts = packet.pts + shift
+                packet.dts = None if packet.dts is None else packet.dts + shift
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    with av.open(str(src)) as c:
+        assert c.start_time > 35000 * av.time_base
+    src_audio = [t for _, t in stream_packets(src, "audio")]
+    src_video = [f.pts * probe(src).time_base for f in read_frames(src)]
+    for ext in (".mp4", ".mkv"):
+        dst = tmp_path / f"out{ext}"
+        restore_identity(src, tmp_path / f"work{ext}", dst)
+        with av.open(str(dst)) as c:
+            assert c.duration < 2 * av.time_base
+        start = min(src_video[0], src_audio[0])
+        assert frame_times(dst) == [t - start for t in src_video] or ext == ".mkv"  # (mkv: to its millisecond)
+        got_audio = [t for _, t in stream_packets(dst, "audio")]
+        assert max(abs(a - (b - start)) for a, b in zip(got_audio, src_audio)) <= Fraction(1, 1000)
+        assert abs(frame_times(dst)[0] - (src_video[0] - start)) <= Fraction(1, 1000)  # audio and video stay in step
+    # The same late start in MP4 is the file's own (an empty edit it asked for): kept, as every timestamp is.
+    late = make_clip(tmp_path / "late.mp4", list(range(100, 110)), Fraction(1, 25))
+    restore_identity(late, tmp_path / "work_late", tmp_path / "late_out.mp4")
+    assert frame_times(tmp_path / "late_out.mp4")[0] == 4
+
+
+def test_the_main_video_stream_is_picked_not_the_first(tmp_path: Path) -> None:
+    # A small one-picture stream first (a thumbnail track), then the real video: ffmpeg takes the larger one.
+    src = tmp_path / "two.mkv"
+    with av.open(str(src), "w") as out:
+        thumb = out.add_stream("mjpeg", rate=1)
+        thumb.width, thumb.height, thumb.pix_fmt = 32, 16, "yuvj420p"
+        main = out.add_stream("libx264", rate=25)
+        main.width, main.height, main.pix_fmt = W, H, "yuv420p"
+        main.codec_context.thread_count = 1
+        frame = av.VideoFrame.from_ndarray(np.zeros((16, 32, 3), np.uint8), format="rgb24").reformat(format="yuvj420p")
+        frame.pts = 0
+        out.mux(thumb.encode(frame) + thumb.encode(None))
+        for i in range(12):
+            frame = av.VideoFrame.from_ndarray(_picture(i), format="rgb24").reformat(format="yuv420p")
+            frame.pts = i
+            out.mux(main.encode(frame))
+        out.mux(main.encode(None))
+    info = probe(src)
+    assert (info.width, info.height) == (W, H)
+    assert len(list(read_frames(src))) == 12
+
+
+def test_chapters_and_font_attachments_are_kept(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "src.mkv", list(range(50)), Fraction(1, 25), subtitles=True)
+    with_extras = tmp_path / "extras.mkv"
+    font = b"\x00\x01\x00\x00 a font's bytes"
+    with av.open(str(src)) as c, av.open(str(with_extras), "w") as out:  # remux with chapters and a font
+        streams = {s.index: out.add_stream_from_template(s) for s in c.streams}
+        out.add_attachment("styled.ttf", "application/x-truetype-font", font)
+        out.set_chapters([{"id": 1, "start": 0, "end": 1000, "time_base": Fraction(1, 1000), "metadata": {"title": "A"}},
+                          {"id": 2, "start": 1000, "end": 2000, "time_base": Fraction(1, 1000),
+                           "metadata": {"title": "B"}}])
+        for packet in c.demux():
+            if packet.size:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    dst = tmp_path / "out.mkv"
+    restore_identity(with_extras, tmp_path / "work", dst)
+    with av.open(str(dst)) as c:
+        assert [(ch["start"] * ch["time_base"], ch["metadata"]["title"]) for ch in c.chapters()] == [(0, "A"), (1, "B")]
+        assert [(a.name, a.data) for a in c.streams.attachments] == [("styled.ttf", font)]
+        assert {s.type for s in c.streams} == {"video", "subtitle", "attachment"}
+
+
 def test_ten_bit_in_and_out(tmp_path: Path) -> None:
     src = make_clip(tmp_path / "src10.mkv", list(range(12)), Fraction(1, 25), codec="libx265",
                     pix_fmt="yuv420p10le")
@@ -544,7 +621,7 @@ def test_unwritable_output_folder(tmp_path: Path) -> None:
         locked.chmod(0o700)
 
 
-def test_no_partial_file_survives_an_exception(tmp_path: Path) -> None:
+def test_no_partial_file_survives_an_exception(tmp_path: Path, monkeypatch) -> None:
     seg = tmp_path / f"seg{SEGMENT_SUFFIX}"
     with pytest.raises(RuntimeError, match="model crashed"):
         with SegmentWriter(seg, width=W, height=H, time_base=Fraction(1, 25), fps=Fraction(25)) as writer:
@@ -561,6 +638,14 @@ def test_no_partial_file_survives_an_exception(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="cannot hold the subtitle stream"):
         finalize_video([seg], tmp_path / "out.mp4", source=src)
     assert sorted(os.listdir(tmp_path)) == ["seg.nut", "src.mkv", "src.srt"]
+    # The join is written in the folder it is given (edvr restore: its work folder, which a resume cleans up).
+    work = tmp_path / "work"
+    work.mkdir()
+    seen = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (seen.append(Path(a).parent), real_replace(a, b)))
+    finalize_video([seg], tmp_path / "out.mkv", source=src, temp_dir=work)
+    assert seen == [work] and (tmp_path / "out.mkv").is_file() and os.listdir(work) == []
 
 
 def test_writer_rejects_bad_frames(tmp_path: Path) -> None:

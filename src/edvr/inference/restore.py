@@ -11,6 +11,7 @@ appears under the output name, replacing an older one (``overwrite``), only once
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -36,6 +37,7 @@ from edvr.models.edvr import EDVR
 # The containers a restore writes (their muxers say which codecs they hold, so a misfit is caught before any work).
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v"}
 WORK_VERSION = 2  # 2: a folder output is written into the work folder and moved into place when complete
+MIN_TILE = 16  # --tile, input pixels: smaller tiles are all overlap
 
 
 @dataclass
@@ -188,22 +190,39 @@ def _check_paths(src: Path, dst: Path, *, overwrite: bool) -> None:
             names[name] = image.name
 
 
-def _prepare_work_dir(work: Path, state: dict, *, resume: bool, rank: int) -> None:
-    """Create (or, resuming, check) the work folder; a stale one from a different job is never reused silently."""
+def _prepare_work_dir(work: Path, state: dict, *, resume: bool, rank: int, held: contextlib.ExitStack) -> None:
+    """Create (or, resuming, check) the work folder and lock it for this job (until ``held`` closes); a stale one
+    from a different job is never reused silently, and one that another job is using is left alone."""
     state_file = work / "state.json"
     if rank != 0:
         return
-    if work.exists():
-        old = json.loads(state_file.read_text()) if state_file.is_file() else None
-        if resume and old is not None and old != state:
-            diff = sorted(k for k in set(old) | set(state) if old.get(k) != state.get(k))
-            raise OutputError(
-                f"{work}: cannot resume: the earlier run differs in {', '.join(diff)}; run without --resume to start over"
-            )
-        if not resume or old is None:
-            shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
+    _lock(work, held)
+    old = json.loads(state_file.read_text()) if state_file.is_file() else None
+    if resume and old is not None and old != state:
+        diff = sorted(k for k in set(old) | set(state) if old.get(k) != state.get(k))
+        raise OutputError(
+            f"{work}: cannot resume: the earlier run differs in {', '.join(diff)}; run without --resume to start over"
+        )
+    if not resume or old is None:
+        for child in work.iterdir():
+            _remove(child)
     write_atomic(state_file, json.dumps(state, indent=1, sort_keys=True))
+
+
+def _lock(work: Path, held: contextlib.ExitStack) -> None:
+    """An exclusive lock on the work folder: a second job writing the same output would delete or mix its segments."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        return
+    fd = os.open(work, os.O_RDONLY)
+    held.callback(os.close, fd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise OutputError(f"{work}: another edvr restore is writing this output now; wait for it to finish, or "
+                          "choose another output name") from None
 
 
 def _segment_video(work: Path, index: int) -> Path:
@@ -316,7 +335,7 @@ def restore_video(
     windows restored per pass (:class:`~edvr.inference.window.WindowRestorer`); like ``dcn_backend`` it changes speed,
     not the result (beyond float rounding), so a run may resume with another value."""
     t0 = time.perf_counter()
-    with _Ranks() as group:  # every check inside, so that a rank that fails stops the others
+    with _Ranks() as group, contextlib.ExitStack() as held:  # every check inside: a rank that fails stops the others
         opts = RestoreOptions(**options)
         src, dst = Path(src), Path(dst)
         if opts.padding is not None and opts.padding not in PADDING_MODES:
@@ -326,12 +345,17 @@ def restore_video(
             raise InputError(f"segment_frames must be >= 16, got {opts.segment_frames}")
         if batch < 1:
             raise InputError(f"--batch {batch}: must be >= 1 window")
+        if opts.tile is not None and opts.tile < MIN_TILE:
+            raise InputError(f"--tile {opts.tile}: tiles must be at least {MIN_TILE} input pixels (256-512 is usual)")
+        if opts.tile_overlap < 0:
+            raise InputError(f"--tile-overlap {opts.tile_overlap}: must be >= 0 input pixels (default 32)")
         _check_paths(src, dst, overwrite=overwrite)
         info = video_io.probe(src)
         kind = output_kind(dst)
         if kind == "video":
             opts.codec = opts.codec or video_io.default_codec(dst)
             opts.pix_fmt = opts.pix_fmt or video_io.output_pix_fmt(info.bit_depth, opts.codec)
+            opts.crf = video_io.check_crf(opts.codec, opts.crf)
             video_io.check_container(dst, opts.codec, opts.pix_fmt, src if src.is_file() else None)
         rank, world = group.rank, group.world
         dev = pick_device(device)
@@ -368,7 +392,7 @@ def restore_video(
         if info.turned or info.sample_aspect_ratio:  # (absent otherwise: work folders of older versions still match)
             state["display"] = {"turned": info.turned, "sample_aspect_ratio": str(info.sample_aspect_ratio)}
         work = work_dir_for(dst)
-        _prepare_work_dir(work, state, resume=resume, rank=rank)
+        _prepare_work_dir(work, state, resume=resume, rank=rank, held=held)
         group.barrier("prepared")
         if kind == "folder":
             _frames_dir(work).mkdir(exist_ok=True)
@@ -412,7 +436,8 @@ def restore_video(
                 raise OutputError(f"{work}: some segments are missing or incomplete; rerun with --resume")
             if kind == "video":
                 segments = [_segment_video(work, i) for i in range(math.ceil(total / k))]
-                video_io.finalize_video(segments, dst, source=src if src.is_file() else None, overwrite=True)
+                video_io.finalize_video(segments, dst, source=src if src.is_file() else None, overwrite=True,
+                                        temp_dir=work)
             else:
                 _publish_folder(_frames_dir(work), dst)
             shutil.rmtree(work, ignore_errors=True)
@@ -422,7 +447,13 @@ def restore_video(
     return RestoreResult(dst, total, time.perf_counter() - t0, resumed_frames=done_before)
 
 
-def _model_id(net: EDVR) -> str:
+def _model_id(net: EDVR) -> str | dict:
+    """What a resumed run must find again: a loaded file by its resolved path, size and time (a checkpoint replaced
+    under the same name is another model), an in-memory model by its description."""
+    path = getattr(net, "source_path", None)
+    if path is not None and path.is_file():
+        st = path.stat()
+        return {"file": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     return str(getattr(net, "source", None) or f"in-memory {type(net).__name__} {net.config}")
 
 
@@ -494,7 +525,7 @@ def _open_segment(work: Path, seg: int, info: video_io.VideoInfo, opts: RestoreO
     fps, time_base = _timing(info)
     return video_io.SegmentWriter(
         _segment_video(work, seg), width=shape[1], height=shape[0], time_base=time_base, fps=fps,
-        codec=opts.codec, crf=18 if opts.crf is None else opts.crf,
+        codec=opts.codec, crf=video_io.DEFAULT_CRF if opts.crf is None else opts.crf,
         pix_fmt=opts.pix_fmt, color=info.color, sample_aspect_ratio=info.sample_aspect_ratio,
     )
 

@@ -106,6 +106,8 @@ _SCALE_ENCODE_FLAGS = "bicubic+full_chroma_int+full_chroma_inp+accurate_rnd+bite
 _SCALE_MATRIX = {Colorspace.ITU709: "bt709", Colorspace.FCC: "fcc", Colorspace.ITU601: "bt601",
                  Colorspace.SMPTE240M: "smpte240m", Colorspace.BT2020: "bt2020"}
 _CRF_CODECS = {"libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1"}
+_CRF_MAX = {"libx264": 51, "libx265": 51}  # the others: 63
+DEFAULT_CRF = 18
 # Stream tags that describe the old file rather than the stream's content; the muxer writes fresh ones.
 _STALE_TAGS = {"duration", "encoder", "bps", "number_of_frames", "number_of_bytes", "creation_time",
                "major_brand", "minor_version", "compatible_brands"}
@@ -187,11 +189,14 @@ def _reason(exc: BaseException) -> str:
 
 
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
-    for stream in container.streams.video:
-        # Cover art in mp4/mkv is a one-picture "video" stream; the real video is the first stream that is not one.
-        if not stream.disposition & av.stream.Disposition.attached_pic:
-            return stream
-    raise InputError(f"{path}: has no video stream; give a video file or a folder of frames")
+    """The video stream ``ffmpeg`` would pick: the most pixels, a default-flagged stream counting as 5 M more; the
+    first of equals. Cover art in mp4/mkv is a one-picture "video" stream, never picked."""
+    candidates = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    if not candidates:
+        raise InputError(f"{path}: has no video stream; give a video file or a folder of frames")
+    default = av.stream.Disposition.default
+    return max(candidates, key=lambda s: (s.codec_context.width * s.codec_context.height
+                                          + 5_000_000 * bool(s.disposition & default), -s.index))
 
 
 def _format_bits(fmt: av.VideoFormat | None) -> int:
@@ -634,7 +639,7 @@ class SegmentWriter:
     """
 
     def __init__(self, path: str | os.PathLike, *, width: int, height: int, time_base: Fraction, fps: Fraction,
-                 codec: str = "libx264", crf: int = 18, pix_fmt: str = "yuv420p", color: dict | None = None,
+                 codec: str = "libx264", crf: int = DEFAULT_CRF, pix_fmt: str = "yuv420p", color: dict | None = None,
                  options: dict | None = None, sample_aspect_ratio: Fraction | None = None) -> None:
         self.path = Path(path)
         self.width, self.height = width, height
@@ -823,6 +828,19 @@ def _packet_time(packet: av.Packet) -> Fraction:
     return Fraction(ts or 0) * packet.time_base
 
 
+def _copy_chapters_and_attachments(src: av.container.InputContainer, out: av.container.OutputContainer, dst: Path,
+                                   start: Fraction) -> None:
+    chapters = src.chapters()
+    for chapter in chapters:
+        shift = round(start / chapter["time_base"])
+        chapter["start"], chapter["end"] = max(0, chapter["start"] - shift), max(0, chapter["end"] - shift)
+    if chapters:
+        out.set_chapters(chapters)
+    if dst.suffix.lower() == ".mkv":  # WebM, MP4 and the others hold no attachments
+        for stream in src.streams.attachments:
+            out.add_attachment(stream.name, stream.mimetype, stream.data)
+
+
 def _copy_tags(src: dict, dst: Any) -> None:
     for key, value in src.items():
         low = key.lower()
@@ -839,6 +857,21 @@ def _mp4_timescale(time_base: Fraction) -> int:
 
 
 _COPIED_TYPES = ("audio", "subtitle")  # the source streams that finalize_video copies into the output
+_CLOCK_FORMATS = {"mpegts", "mpeg"}  # timestamps from a broadcast clock: moved to start at 0
+
+
+def check_crf(codec: str, crf: int | None) -> int | None:
+    """The constant-quality level ``codec`` will encode with (the default where none is asked for); an InputError for
+    a level out of the encoder's range, or for an encoder without this mode."""
+    if codec not in _CRF_CODECS:
+        if crf is not None:
+            raise InputError(f"--crf {crf}: {codec} has no constant-quality mode here; leave --crf out, or use one of "
+                             f"{', '.join(sorted(_CRF_CODECS))}")
+        return None
+    top = _CRF_MAX.get(codec, 63)
+    if crf is not None and not 0 <= crf <= top:
+        raise InputError(f"--crf {crf}: {codec} takes 0 (best) to {top}; {DEFAULT_CRF} is the default")
+    return DEFAULT_CRF if crf is None else crf
 
 
 def default_codec(dst: Path) -> str:
@@ -891,12 +924,17 @@ def _open_output(path: Path, dst: Path, options: dict | None = None) -> av.conta
                           "use .mp4, .mkv or .mov") from None
 
 
-def finalize_video(segments: list[Path], dst: Path, *, source: Path | None, overwrite: bool = False) -> None:
+def finalize_video(segments: list[Path], dst: Path, *, source: Path | None, overwrite: bool = False,
+                   temp_dir: Path | None = None) -> None:
     """Join the segments' video packets (no re-encoding) with the source's audio and subtitle packets into ``dst``.
 
     Every video frame keeps its timestamp (exactly in MP4/MOV/NUT, to the container's 1 ms in Matroska/WebM), the
-    source's audio and subtitle packets are copied unchanged, the container follows ``dst``'s extension, and the
-    file appears under ``dst`` only once complete.
+    source's audio and subtitle packets are copied unchanged, and so are its chapters and (into Matroska) its
+    attachments, such as the fonts of styled subtitles. MPEG transport and program streams (.ts, .m2ts, .mpg,
+    .vob) carry a broadcast clock that starts anywhere, often hours in: their output starts at 0, as ``ffmpeg``
+    writes it, every stream moved by the same amount (in other containers a late start is the file's own). The
+    container follows ``dst``'s extension, and the file appears under ``dst`` only once complete; until then it is
+    written into ``temp_dir`` (default: beside ``dst``), on the same file system.
     """
     dst = Path(dst)
     segments = [Path(s) for s in segments]
@@ -921,7 +959,7 @@ def finalize_video(segments: list[Path], dst: Path, *, source: Path | None, over
         pts += seg_pts
     dts = _decode_timestamps(pts)
 
-    tmp = _temp_beside(dst, "partial")
+    tmp = _temp_beside(dst, "partial") if temp_dir is None else Path(temp_dir) / f"final-{os.getpid()}{dst.suffix}"
     first = _open_segment(segments[0])
     src = None
     out = None
@@ -946,12 +984,21 @@ def finalize_video(segments: list[Path], dst: Path, *, source: Path | None, over
             copy.disposition = stream.disposition
             _copy_tags(stream.metadata, copy)
             mapping[stream.index] = copy
+        start = Fraction(0)
         if src is not None:
             _copy_tags(src.metadata, out)
+            if src.format.name in _CLOCK_FORMATS and src.start_time is not None and src.start_time > 0:
+                start = Fraction(src.start_time, av.time_base)
+            _copy_chapters_and_attachments(src, out, dst, start)
 
         video = _video_packets(segments, dts, template.codec_context.extradata)
         sources = [_source_packets(src, extra)] if extra else []
+        shifts: dict[Fraction, int] = {}
         for packet in heapq.merge(video, *sources, key=_packet_time):
+            if start:
+                shift = shifts.setdefault(packet.time_base, round(start / packet.time_base))
+                packet.pts = None if packet.pts is None else packet.pts - shift
+                packet.dts = None if packet.dts is None else packet.dts - shift
             packet.stream = out_video if packet.stream.type == "video" else mapping[packet.stream.index]
             out.mux(packet)
         out.close()

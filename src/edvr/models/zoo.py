@@ -192,6 +192,7 @@ def load_model(
     check_keys(model.state_dict(), loaded.state_dict)
     model.load_state_dict(loaded.state_dict)
     model.source = f"{path} ({loaded.format})"
+    model.source_path = path.resolve()
     model.eval()
     if device is not None:
         model.to(device)
