@@ -268,6 +268,17 @@ def test_a_broadcast_clock_starts_at_zero_and_other_late_starts_are_kept(tmp_pat
     assert frame_times(tmp_path / "late_out.mp4")[0] == 4
 
 
+def test_avi_with_b_frames_reads_in_display_time(tmp_path: Path) -> None:
+    # AVI stores no presentation times: the pts of reordered frames come out of order, their dts in order. Frames
+    # are timed as FFmpeg's best_effort_timestamp times them, so they restore instead of being refused.
+    src = make_clip(tmp_path / "b.avi", list(range(30)), Fraction(1, 25))
+    times = [f.pts for f in read_frames(src)]
+    assert len(times) == 30 and all(b > a for a, b in zip(times, times[1:]))
+    assert times[3:] == list(range(5, 32))  # on the dts clock once the pts went back; the last two flushed at its step
+    restore_identity(src, tmp_path / "work", tmp_path / "out.mkv")
+    assert len(frame_times(tmp_path / "out.mkv")) == 30
+
+
 def test_the_main_video_stream_is_picked_not_the_first(tmp_path: Path) -> None:
     # A small one-picture stream first (a thumbnail track), then the real video: ffmpeg takes the larger one.
     src = tmp_path / "two.mkv"

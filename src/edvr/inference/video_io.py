@@ -405,6 +405,36 @@ def _stream_declared_end(stream: av.video.stream.VideoStream) -> float | None:
     return int(h) * 3600 + int(m) * 60 + float(s)
 
 
+class _BestEffortClock:
+    """A decoded frame's time as FFmpeg's ``best_effort_timestamp`` gives it (``guess_correct_pts``): its pts, unless
+    the pts have gone backwards more often than the dts, then its packet's dts. AVI stores no presentation times, so
+    the pts of reordered (B-)frames come out of order while their dts keep the display order. The frames flushed
+    from the decoder at the end have no dts: on the dts clock they follow at its last step."""
+
+    def __init__(self) -> None:
+        self.faulty_pts = self.faulty_dts = 0
+        self.last_pts = self.last_dts = self.last = self.step = None
+
+    def __call__(self, pts: int | None, dts: int | None) -> int | None:
+        if dts is not None:
+            self.faulty_dts += self.last_dts is not None and dts <= self.last_dts
+            self.last_dts = dts
+        if pts is not None:
+            self.faulty_pts += self.last_pts is not None and pts <= self.last_pts
+            self.last_pts = pts
+        on_dts = self.faulty_pts > self.faulty_dts
+        if dts is None and on_dts and self.last is not None and self.step:
+            out = self.last + self.step
+        elif pts is not None and (not on_dts or dts is None):
+            out = pts
+        else:
+            out = dts
+        if out is not None and self.last is not None and out > self.last:
+            self.step = out - self.last
+        self.last = out if out is not None else self.last
+        return out
+
+
 def read_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None) -> Iterator[Frame]:
     """Yield frames ``start <= index < stop`` in decode order; frames before ``start`` are decoded and skipped.
 
@@ -429,10 +459,12 @@ def read_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None
 
         turn: Turn | None = None
         size: tuple[int, int] | None = None
+        clock = _BestEffortClock()
 
         def emit(frame: av.VideoFrame) -> Frame | None:
             nonlocal index, last_time, step, turn, size
             index += 1
+            pts = clock(frame.pts, frame.dts)
             if turn is None:  # the stream's, from its first frame (a resumed run too): every frame gets one shape
                 turn, size = display_turn(frame, _image_bytes(path)), (frame.width, frame.height)
             elif (frame.width, frame.height) != size:
@@ -440,14 +472,14 @@ def read_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None
                 raise InputError(f"{path}: frame {index - 1} is {w}x{h} but the frames before it are {w0}x{h0} (the "
                                  f"video changes size midway); scale it to one size first (ffmpeg -i {path.name} -vf "
                                  f"scale={w0}:{h0} OUT.mkv) or cut it where the size changes")
-            if frame.pts is not None and tb is not None:
-                t = float(frame.pts * tb)
+            if pts is not None and tb is not None:
+                t = float(pts * tb)
                 if last_time is not None and t > last_time:
                     step = t - last_time
                 last_time = t
             if index - 1 < start:
                 return None
-            return Frame(index=index - 1, pts=frame.pts, image=_video_to_array(frame, deep, turn))
+            return Frame(index=index - 1, pts=pts, image=_video_to_array(frame, deep, turn))
 
         def failure(reason: str) -> InputError:
             t = last_time + (step or 0.0) if last_time is not None else 0.0
