@@ -306,6 +306,35 @@ def test_bad_options_are_refused_before_any_work(tmp_path, model_file, capsys, o
     assert not dst.exists() and not work_dir_for(dst).exists()
 
 
+def test_a_resumed_run_goes_on_with_the_interrupted_runs_fallbacks(tmp_path, model_file, monkeypatch):
+    # A GPU that ran out of memory went on in tiles; after an interruption the resumed run (on a device with room)
+    # must go on in the same tiles, or its segments differ from the uninterrupted run's.
+    src = make_clip(tmp_path / "in.mp4", list(range(40)), Fraction(1, 25))
+    kw = {"device": "cpu", "segment_frames": 16, "quiet": True, "tile_overlap": 4}
+    real = WindowRestorer._restore_window_views
+
+    def whole_frames_do_not_fit(self, *args):
+        if self.tile is None:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(self, *args)
+
+    monkeypatch.setattr(WindowRestorer, "_restore_window_views", whole_frames_do_not_fit)
+    restore_video(src, tmp_path / "straight.mkv", model_file, **kw)
+    whole = tmp_path / "whole.mkv"
+    monkeypatch.undo()
+    restore_video(src, whole, model_file, **kw)
+    assert whole.read_bytes() != (tmp_path / "straight.mkv").read_bytes()  # tiles of 32 (+4) change the output
+
+    dst = tmp_path / "resumed.mkv"
+    monkeypatch.setattr(WindowRestorer, "_restore_window_views", whole_frames_do_not_fit)
+    monkeypatch.setattr(video_io, "read_frames", Interrupt(after=30))
+    with pytest.raises(KeyboardInterrupt):
+        restore_video(src, dst, model_file, **kw)
+    monkeypatch.undo()  # the resumed run has memory enough for whole frames
+    restore_video(src, dst, model_file, resume=True, **kw)
+    assert dst.read_bytes() == (tmp_path / "straight.mkv").read_bytes()
+
+
 def test_kill_9_then_resume_from_the_cli(tmp_path, model_file):
     src = make_clip(tmp_path / "in.mp4", list(range(100)), Fraction(1, 25), audio="aac")
     args = [str(src), "--model", str(model_file), "--device", "cpu", "--segment-frames", "16", "--quiet"]

@@ -225,6 +225,24 @@ def _lock(work: Path, held: contextlib.ExitStack) -> None:
                           "choose another output name") from None
 
 
+def _keep_fallbacks(work: Path, restorers: list[WindowRestorer], rank: int) -> None:
+    """A GPU that overflowed in fp16 or ran out of memory went on in float32, fewer windows at a time or in tiles; a
+    resumed run (and every rank) must go on the same way, or its segments would differ from the uninterrupted run's.
+    Each rank records its fallbacks in the work folder; on start the most cautious recorded so far are applied."""
+    for saved in sorted(work.glob("fallback-*.json")):
+        for r, s in zip(restorers, json.loads(saved.read_text())):
+            r.half = r.half and s["half"]
+            r.batch = min(r.batch, s["batch"])
+            r.tile = s["tile"] if r.tile is None else min(r.tile, s["tile"] or r.tile)
+
+    def record() -> None:
+        write_atomic(work / f"fallback-{rank}.json",
+                     json.dumps([{"half": r.half, "batch": r.batch, "tile": r.tile} for r in restorers]))
+
+    for r in restorers:
+        r.on_fallback = record
+
+
 def _segment_video(work: Path, index: int) -> Path:
     return work / f"seg{index:06d}{video_io.SEGMENT_SUFFIX}"
 
@@ -402,6 +420,7 @@ def restore_video(
                            tile_overlap=opts.tile_overlap, ensemble=opts.ensemble, batch=batch)
             for m in (net, net2) if m is not None
         ]
+        _keep_fallbacks(work, restorers, rank)
         k = opts.segment_frames
         finished = _finished_segments(work)
         done_before = sum(finished)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,6 +122,8 @@ class WindowRestorer:
         self.half = half and self.device.type in ("cuda", "mps")  # fp16 autocast; none on the CPU
         self.tile = tile
         self.tile_overlap = tile_overlap
+        self.on_fallback: Callable[[], None] | None = None  # called after half, batch or tile changed (edvr restore
+        # records them, so that a resumed run goes on as the interrupted one did)
         # Self-ensemble (see edvr.evaluation.ensemble): every spatial transform of the window, and the reversed window
         # for "x8t"; each transformed frame's features are cached like the plain ones.
         from edvr.evaluation.ensemble import resolve_mode, transforms
@@ -229,13 +231,14 @@ class WindowRestorer:
                 warnings.warn(f"--half: window at frame {windows[len(outs)][len(windows[0]) // 2]} overflowed in "
                               "float16; restoring in float32 from there on", RuntimeWarning, stacklevel=2)
                 self.half = False
-                continue
-            # Out of memory: fewer windows at a time, else smaller tiles.
-            _empty_cache(self.device)
-            if self.batch > 1:
-                self.batch //= 2
-            else:
-                self.tile = (self.tile or max(size)) // 2
+            else:  # fewer windows at a time, else smaller tiles
+                _empty_cache(self.device)
+                if self.batch > 1:
+                    self.batch //= 2
+                else:
+                    self.tile = (self.tile or max(size)) // 2
+            if self.on_fallback is not None:
+                self.on_fallback()
         return outs
 
     @torch.inference_mode()
