@@ -118,20 +118,22 @@ def test_reds4_deblur_pads_replicate_and_needs_a_scale1_model(tmp_path):
 
 def test_models_run_in_true_float32_and_the_switches_are_restored(tmp_path):
     # PyTorch runs float32 convs in TF32 on Ampere+ GPUs by default; scores must be float32's, from Python too.
+    from edvr.evaluation.evaluate import tf32_switches
+
     root = _reds(tmp_path)
-    flags = torch.backends.cudnn, torch.backends.cuda.matmul
-    before = [f.allow_tf32 for f in flags]
+    switches, attr, tf32, ieee = tf32_switches()
+    before = [getattr(s, attr) for s in switches]
     seen = []
     try:
-        for f in flags:
-            f.allow_tf32 = True
+        for s in switches:
+            setattr(s, attr, tf32)
         _evaluate(Recorder(), "reds4", root, baselines=(), compute_ssim=False,
-                  on_frame=lambda _: seen.append([f.allow_tf32 for f in flags]))
-        assert seen and all(s == [False, False] for s in seen)
-        assert [f.allow_tf32 for f in flags] == [True, True]
+                  on_frame=lambda _: seen.append([getattr(s, attr) for s in switches]))
+        assert seen and all(v == [ieee, ieee] for v in seen)
+        assert [getattr(s, attr) for s in switches] == [tf32, tf32]
     finally:
-        for f, value in zip(flags, before):
-            f.allow_tf32 = value
+        for s, value in zip(switches, before):
+            setattr(s, attr, value)
 
 
 def test_missing_clip_is_an_input_error(tmp_path):

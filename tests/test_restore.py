@@ -268,8 +268,20 @@ def test_a_model_replaced_under_its_name_is_not_resumed(tmp_path, model_file, mo
         restore_video(src, dst, model, device="cpu", segment_frames=16, quiet=True, resume=True)
 
 
+def test_a_work_folder_of_another_version_is_not_resumed(tmp_path, model_file):
+    src = make_clip(tmp_path / "in.mp4", list(range(20)), Fraction(1, 25))
+    dst = tmp_path / "out.mkv"
+    work = work_dir_for(dst)
+    work.mkdir()
+    (work / "state.json").write_text('{"version": 2}')
+    with pytest.raises(OutputError, match="cannot resume: written by another version of edvr .*version 2"):
+        restore_video(src, dst, model_file, device="cpu", quiet=True, resume=True)
+    restore_video(src, dst, model_file, device="cpu", quiet=True)  # without --resume it starts over
+    assert len(frame_times(dst)) == 20
+
+
 def test_a_second_job_on_the_same_output_is_refused(tmp_path, model_file, capsys):
-    import fcntl
+    fcntl = pytest.importorskip("fcntl", reason="no folder locks on Windows")
 
     src = make_clip(tmp_path / "in.mp4", list(range(20)), Fraction(1, 25))
     dst = tmp_path / "out.mp4"
@@ -295,6 +307,7 @@ def test_a_second_job_on_the_same_output_is_refused(tmp_path, model_file, capsys
     (["--crf", "-5"], "--crf -5: libx264 takes 0 (best) to 51"),
     (["--codec", "libvpx-vp9", "--crf", "64"], "--crf 64: libvpx-vp9 takes 0 (best) to 63"),
     (["--codec", "mpeg4", "--crf", "20"], "--crf 20: mpeg4 has no constant-quality mode"),
+    (["--codec", "libsvtav1", "--crf", "0"], "--crf 0: libsvtav1 takes 1 (best) to 63"),  # 0 means its default, 35
 ])
 def test_bad_options_are_refused_before_any_work(tmp_path, model_file, capsys, option, message):
     src = make_clip(tmp_path / "in.mp4", list(range(5)), Fraction(1, 25))

@@ -349,17 +349,25 @@ def evaluate(
                          clips=clips, on_frame=on_frame, progress=progress, model_name=model_name)
 
 
+def tf32_switches() -> tuple[list, str, object, object]:
+    """The switches of TF32 for float32 matmuls and convolutions, their attribute, and its TF32 and float32 values:
+    PyTorch >= 2.9's ``fp32_precision`` (mixing it with the older ``allow_tf32`` raises), else ``allow_tf32``."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        return [torch.backends.cuda.matmul, torch.backends.cudnn.conv], "fp32_precision", "tf32", "ieee"
+    return [torch.backends.cuda.matmul, torch.backends.cudnn], "allow_tf32", True, False
+
+
 @contextlib.contextmanager
 def _true_float32():
-    flags = torch.backends.cudnn, torch.backends.cuda.matmul
-    before = [f.allow_tf32 for f in flags]
+    switches, attr, _, ieee = tf32_switches()
+    before = [getattr(s, attr) for s in switches]
     try:
-        for f in flags:
-            f.allow_tf32 = False
+        for s in switches:
+            setattr(s, attr, ieee)
         yield
     finally:
-        for f, value in zip(flags, before):
-            f.allow_tf32 = value
+        for s, value in zip(switches, before):
+            setattr(s, attr, value)
 
 
 def _evaluate(model, protocol, root, *, device, ensemble, stage2, max_frames, save_dir, baselines, compute_ssim, clips,

@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -36,7 +37,8 @@ from edvr.models.edvr import EDVR
 
 # The containers a restore writes (their muxers say which codecs they hold, so a misfit is caught before any work).
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v"}
-WORK_VERSION = 2  # 2: a folder output is written into the work folder and moved into place when complete
+WORK_VERSION = 3  # 2: a folder output is written into the work folder and moved into place when complete;
+# 3: model files identified by path, size and time, the default --crf recorded
 MIN_TILE = 16  # --tile, input pixels: smaller tiles are all overlap
 
 
@@ -199,6 +201,9 @@ def _prepare_work_dir(work: Path, state: dict, *, resume: bool, rank: int, held:
     work.mkdir(parents=True, exist_ok=True)
     _lock(work, held)
     old = json.loads(state_file.read_text()) if state_file.is_file() else None
+    if resume and old is not None and old.get("version") != state["version"]:
+        raise OutputError(f"{work}: cannot resume: written by another version of edvr (work folder version "
+                          f"{old.get('version')}, this one {state['version']}); run without --resume to start over")
     if resume and old is not None and old != state:
         diff = sorted(k for k in set(old) | set(state) if old.get(k) != state.get(k))
         raise OutputError(
@@ -223,6 +228,9 @@ def _lock(work: Path, held: contextlib.ExitStack) -> None:
     except BlockingIOError:
         raise OutputError(f"{work}: another edvr restore is writing this output now; wait for it to finish, or "
                           "choose another output name") from None
+    except OSError as e:  # a file system without locks on folders (NFS): go on unprotected
+        warnings.warn(f"{work}: cannot lock the work folder ({e.strerror}); make sure no other edvr restore writes "
+                      "this output at the same time", RuntimeWarning, stacklevel=3)
 
 
 def _keep_fallbacks(work: Path, restorers: list[WindowRestorer], rank: int) -> None:
@@ -407,7 +415,7 @@ def restore_video(
                 raise InputError(f"--ensemble: {e}") from None
         state = {"version": WORK_VERSION, "output": kind, "model": _model_id(net),
                  "stage2": None if net2 is None else _model_id(net2), "options": asdict(opts), **_source_identity(src)}
-        if info.turned or info.sample_aspect_ratio:  # (absent otherwise: work folders of older versions still match)
+        if info.turned or info.sample_aspect_ratio:  # only for these sources
             state["display"] = {"turned": info.turned, "sample_aspect_ratio": str(info.sample_aspect_ratio)}
         work = work_dir_for(dst)
         _prepare_work_dir(work, state, resume=resume, rank=rank, held=held)

@@ -107,6 +107,7 @@ _SCALE_MATRIX = {Colorspace.ITU709: "bt709", Colorspace.FCC: "fcc", Colorspace.I
                  Colorspace.SMPTE240M: "smpte240m", Colorspace.BT2020: "bt2020"}
 _CRF_CODECS = {"libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1"}
 _CRF_MAX = {"libx264": 51, "libx265": 51}  # the others: 63
+_CRF_MIN = {"libsvtav1": 1}  # SVT-AV1 reads 0 as "not set" (its default, 35); the others: 0
 DEFAULT_CRF = 18
 # Stream tags that describe the old file rather than the stream's content; the muxer writes fresh ones.
 _STALE_TAGS = {"duration", "encoder", "bps", "number_of_frames", "number_of_bytes", "creation_time",
@@ -194,7 +195,11 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.vide
     candidates = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
     if not candidates:
         raise InputError(f"{path}: has no video stream; give a video file or a folder of frames")
-    default = av.stream.Disposition.default
+    decodable = [s for s in candidates if s.codec_context is not None]  # PyAV: None where FFmpeg has no decoder
+    if not decodable:
+        raise InputError(f"{path}: this FFmpeg has no decoder for its video ({candidates[0].codec.name}); convert it "
+                         "with an ffmpeg that has one (ffmpeg -i IN -c:v ffv1 OUT.mkv)")
+    candidates, default = decodable, av.stream.Disposition.default
     return max(candidates, key=lambda s: (s.codec_context.width * s.codec_context.height
                                           + 5_000_000 * bool(s.disposition & default), -s.index))
 
@@ -405,15 +410,24 @@ def _stream_declared_end(stream: av.video.stream.VideoStream) -> float | None:
     return int(h) * 3600 + int(m) * 60 + float(s)
 
 
-class _BestEffortClock:
-    """A decoded frame's time as FFmpeg's ``best_effort_timestamp`` gives it (``guess_correct_pts``): its pts, unless
-    the pts have gone backwards more often than the dts, then its packet's dts. AVI stores no presentation times, so
-    the pts of reordered (B-)frames come out of order while their dts keep the display order. The frames flushed
-    from the decoder at the end have no dts: on the dts clock they follow at its last step."""
+class _FrameClock:
+    """A decoded frame's time.
 
-    def __init__(self) -> None:
+    Most containers store presentation times: a frame's pts, as FFmpeg's ``best_effort_timestamp`` gives it
+    (``guess_correct_pts``: its pts, unless the pts have gone backwards more often than the dts, then its dts).
+    AVI stores none: each packet sits in a frame slot (its dts), and a reordered (B-)frame leaves the decoder when a
+    later packet goes in, carrying that packet's dts; its time is that dts less the decoder's reorder delay, measured
+    on the first frame against the first packet (:meth:`packet`). Frames flushed from the decoder at the end have no
+    dts: on the dts clock they follow at its last step."""
+
+    def __init__(self, by_dts: bool) -> None:
+        self.by_dts = by_dts
         self.faulty_pts = self.faulty_dts = 0
-        self.last_pts = self.last_dts = self.last = self.step = None
+        self.last_pts = self.last_dts = self.first_dts = self.delay = self.last = self.step = None
+
+    def packet(self, dts: int | None) -> None:
+        if self.first_dts is None:
+            self.first_dts = dts
 
     def __call__(self, pts: int | None, dts: int | None) -> int | None:
         if dts is not None:
@@ -422,13 +436,15 @@ class _BestEffortClock:
         if pts is not None:
             self.faulty_pts += self.last_pts is not None and pts <= self.last_pts
             self.last_pts = pts
-        on_dts = self.faulty_pts > self.faulty_dts
-        if dts is None and on_dts and self.last is not None and self.step:
+        on_dts = self.by_dts or self.faulty_pts > self.faulty_dts
+        if on_dts and dts is None and self.last is not None and self.step:
             out = self.last + self.step
-        elif pts is not None and (not on_dts or dts is None):
-            out = pts
+        elif on_dts and dts is not None:
+            if self.by_dts and self.delay is None:
+                self.delay = dts - (dts if self.first_dts is None else self.first_dts)
+            out = dts - (self.delay or 0)
         else:
-            out = dts
+            out = pts
         if out is not None and self.last is not None and out > self.last:
             self.step = out - self.last
         self.last = out if out is not None else self.last
@@ -459,7 +475,7 @@ def read_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None
 
         turn: Turn | None = None
         size: tuple[int, int] | None = None
-        clock = _BestEffortClock()
+        clock = _FrameClock(by_dts=container.format.name == "avi")
 
         def emit(frame: av.VideoFrame) -> Frame | None:
             nonlocal index, last_time, step, turn, size
@@ -490,6 +506,7 @@ def read_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None
             for packet in container.demux(stream):
                 if packet.size:
                     last_corrupt = packet.is_corrupt
+                    clock.packet(packet.dts)
                 for frame in codec.decode(packet):
                     out = emit(frame)
                     if out is not None:
@@ -870,7 +887,8 @@ def _copy_chapters_and_attachments(src: av.container.InputContainer, out: av.con
         out.set_chapters(chapters)
     if dst.suffix.lower() == ".mkv":  # WebM, MP4 and the others hold no attachments
         for stream in src.streams.attachments:
-            out.add_attachment(stream.name, stream.mimetype, stream.data)
+            if stream.name and stream.mimetype:
+                out.add_attachment(stream.name, stream.mimetype, stream.data)
 
 
 def _copy_tags(src: dict, dst: Any) -> None:
@@ -900,9 +918,9 @@ def check_crf(codec: str, crf: int | None) -> int | None:
             raise InputError(f"--crf {crf}: {codec} has no constant-quality mode here; leave --crf out, or use one of "
                              f"{', '.join(sorted(_CRF_CODECS))}")
         return None
-    top = _CRF_MAX.get(codec, 63)
-    if crf is not None and not 0 <= crf <= top:
-        raise InputError(f"--crf {crf}: {codec} takes 0 (best) to {top}; {DEFAULT_CRF} is the default")
+    low, top = _CRF_MIN.get(codec, 0), _CRF_MAX.get(codec, 63)
+    if crf is not None and not low <= crf <= top:
+        raise InputError(f"--crf {crf}: {codec} takes {low} (best) to {top}; {DEFAULT_CRF} is the default")
     return DEFAULT_CRF if crf is None else crf
 
 

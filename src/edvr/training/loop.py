@@ -233,7 +233,7 @@ def train(cfg: Config, *, resume: str | None = None, train_set: Dataset | None =
         if it % cfg.logging.print_interval == 0 or it == t.iterations:
             rate = (it - tic_iter) / max(time.perf_counter() - tic, 1e-9)
             eta = (t.iterations - it) / max(rate, 1e-9)
-            mean_loss = loss_sum / max(loss_count, 1)
+            mean_loss = loss_sum / loss_count if loss_count else math.nan  # nan: every update of the interval skipped
             offsets = model.largest_offset()
             log.info(f"iter {it}/{t.iterations}  loss {mean_loss:.5g}  lr {lr:.3g}  {rate:.2f} it/s  "
                      f"eta {_hms(eta)}" + (f"  |offset| {offsets[1]:.3g}" if offsets else ""))
@@ -244,7 +244,8 @@ def train(cfg: Config, *, resume: str | None = None, train_set: Dataset | None =
                          "get no gradient back, so alignment stops carrying the neighbours' information; restart "
                          "with a lower train.dcn_lr_mult (e.g. 0.1) or train.lr")
             if writer is not None:
-                writer.add_scalar("train/loss", mean_loss, it)
+                if loss_count:
+                    writer.add_scalar("train/loss", mean_loss, it)
                 writer.add_scalar("train/lr", lr, it)
                 if offsets:
                     writer.add_scalar("train/max_mean_abs_offset", offsets[1], it)
