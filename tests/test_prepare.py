@@ -69,6 +69,25 @@ def test_video_to_reds_layout_then_reds_dataset(tmp_path):
     assert torch.equal(u8(item["lq"][2]), bi_degrade(gt, scale=4))
 
 
+def test_written_files_get_the_umasks_mode_as_any_new_file(tmp_path):
+    # Atomic writes go through a temporary file (0600 from mkstemp): the dataset must still be readable by others.
+    import os
+
+    old = os.umask(0o022)
+    try:
+        video = write_video(tmp_path / "clip.mkv", synthetic_frames(2))
+        prep.prepare(video, tmp_path / "REDS", layout="reds", log=None)
+        files = [p for p in (tmp_path / "REDS").rglob("*") if p.is_file()]
+        assert files and {p.stat().st_mode & 0o777 for p in files} == {0o644}
+        os.umask(0o077)
+        from edvr.files import write_atomic
+
+        write_atomic(tmp_path / "private.json", "{}")
+        assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
 def test_prepare_resumes_without_redoing_finished_work(tmp_path):
     video = write_video(tmp_path / "clip.mkv", synthetic_frames(8))
     out = tmp_path / "REDS"
@@ -126,14 +145,54 @@ def test_vimeo90k_test_split_beside_the_train_split_gets_its_own_sequences(tmp_p
         assert torch.equal(u8(item["gt"]), chw(frames[3][:32, :32])), split
 
 
-def test_another_degradation_or_scale_is_prepared_not_skipped(tmp_path):
-    write_video(tmp_path / "walk.mkv", synthetic_frames(3))
+def test_another_degradation_is_prepared_beside_another_scale_or_length_refused(tmp_path):
+    write_video(tmp_path / "walk.mkv", synthetic_frames(15, h=50, w=70))
     out = tmp_path / "Vid4"
     prep.prepare(tmp_path / "walk.mkv", out, layout="vid4", log=None)
     prep.prepare(tmp_path / "walk.mkv", out, layout="vid4", degradation="bd", log=None)
-    prep.prepare(tmp_path / "walk.mkv", out, layout="vid4", scale=2, log=None)
-    for lq in ("BIx4", "BDx4", "BIx2"):
-        assert len(list((out / lq / "walk").glob("*.png"))) == 3, lq
+    for lq in ("BIx4", "BDx4"):
+        assert len(list((out / lq / "walk").glob("*.png"))) == 15, lq
+    # x2 crops the GT to 70x50, not x4's 68x48: the GT kept from before would not fit the new LQ
+    with pytest.raises(OutputError, match="was prepared here with other .*scale"):
+        prep.prepare(tmp_path / "walk.mkv", out, layout="vid4", scale=2, log=None)
+    with pytest.raises(OutputError, match="other .*max_frames"):  # the old frames 10-14 would stay
+        prep.prepare(tmp_path / "walk.mkv", out, layout="vid4", max_frames=10, log=None)
+    assert not (out / "BIx2").exists()
+
+
+def test_reds_clips_of_another_source_or_name_clashes_are_refused(tmp_path):
+    for name in ("a", "c"):
+        write_video(tmp_path / "src" / f"{name}.mkv", synthetic_frames(4))
+    out = tmp_path / "REDS"
+    assert prep.prepare(tmp_path / "src", out, layout="reds", log=None) == ["000", "001"]
+    write_video(tmp_path / "src" / "b.mkv", synthetic_frames(4))  # sorted between them: it would be clip 001
+    with pytest.raises(OutputError, match="REDS clip 001 holds frames of .*c.mkv"):
+        prep.prepare(tmp_path / "src", out, layout="reds", log=None)
+    clash = tmp_path / "clash"
+    write_video(clash / "a.mkv", synthetic_frames(3))
+    (clash / "a").mkdir()
+    for t, f in enumerate(synthetic_frames(3)):
+        Image.fromarray(f).save(clash / "a" / f"{t:03d}.png")
+    with pytest.raises(InputError, match="both would be clip a"):
+        prep.prepare(clash, tmp_path / "Vid4", layout="vid4", log=None)
+
+
+def test_vimeo90k_list_keeps_the_sequences_of_earlier_runs_and_any_scale_loads(tmp_path):
+    write_video(tmp_path / "x" / "x.mkv", synthetic_frames(7, h=32, w=32))
+    write_video(tmp_path / "y" / "y.mkv", synthetic_frames(7, h=32, w=32))
+    out = tmp_path / "vimeo90k"
+    prep.prepare(tmp_path / "x", out, layout="vimeo90k", scale=2, log=None)
+    prep.prepare(tmp_path / "y", out, layout="vimeo90k", scale=2, log=None)
+    assert (out / "vimeo_septuplet" / "sep_trainlist.txt").read_text() == "00001/0001\n00002/0001\n"
+    ds = Vimeo90KDataset(out, split="train", scale=2, gt_size=32, augment=False)
+    assert len(ds) == 2 and ds[0]["lq"].shape == (7, 3, 16, 16)
+
+
+def test_bd_sigma_follows_the_scale_as_basicsr_duf_downsample():
+    img = np.random.default_rng(0).uniform(0, 1, (40, 36, 3))
+    np.testing.assert_array_equal(bd_degrade(img, scale=2), bd_degrade(img, scale=2, sigma=0.8))
+    np.testing.assert_array_equal(bd_degrade(img), bd_degrade(img, scale=4, sigma=1.6))
+    assert not np.array_equal(bd_degrade(img, scale=2), bd_degrade(img, scale=2, sigma=1.6))
 
 
 def test_cli_vid4_layout(tmp_path):

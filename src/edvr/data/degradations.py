@@ -240,11 +240,11 @@ def _bd_matrix(in_length: int, scale: int, g: np.ndarray) -> np.ndarray:
     return _dense(rows, cols, np.broadcast_to(g, cols.shape), (out_length, in_length))
 
 
-def bd_degrade(x: Image, *, sigma: float = 1.6, scale: int = 4, kernel_size: int = 13) -> Image:
+def bd_degrade(x: Image, *, sigma: float | None = None, scale: int = 4, kernel_size: int = 13) -> Image:
     """BD degradation: Gaussian blur then ``scale``-fold subsampling, as BasicSR's ``duf_downsample``.
 
     Facts reproduced (BasicSR ``basicsr/data/data_util.py``): a 13x13 kernel made by Gaussian-filtering a unit impulse
-    (sigma is ``0.4 * scale`` there, 1.6 for x4 - here an explicit argument with that default); the image is padded
+    (sigma ``0.4 * scale``: 1.6 for x4, the default here too); the image is padded
     by mirror reflection *without* repeating the edge pixel (torch ``'reflect'``); the blurred image is sampled at
     rows and columns 0, scale, 2 scale, ... (the reference pads by ``k // 2 + 2 scale``, convolves with stride
     ``scale`` and drops 2 outputs per side, which lands on phase 0). Output size ``ceil(H / scale)``.
@@ -258,7 +258,7 @@ def bd_degrade(x: Image, *, sigma: float = 1.6, scale: int = 4, kernel_size: int
     """
     if scale < 1:
         raise ValueError(f"bd_degrade: scale must be a positive integer, got {scale}")
-    g = _gaussian_1d(sigma, kernel_size)
+    g = _gaussian_1d(0.4 * scale if sigma is None else sigma, kernel_size)
     in_h, in_w = _hw(x)
     return _apply_separable(x, _bd_matrix(in_h, scale, g), _bd_matrix(in_w, scale, g))
 

@@ -3,7 +3,7 @@
 Sources (one level, sorted by name): a video file, a folder of frames, or a folder of videos and/or frame folders.
 GT frames are cropped to a multiple of ``scale`` (bottom/right, the generation scripts' "mod crop"); LQ frames are
 made as the public datasets were: BI = ``uint8(imresize(double(GT) / 255, 1 / scale))`` (MATLAB bicubic), BD = Gaussian
-blur sigma 1.6 then every ``scale``-th pixel, rounded to 8 bits.
+blur sigma ``0.4 * scale`` (1.6 for x4) then every ``scale``-th pixel, rounded to 8 bits.
 
 Layouts written under OUT (what :mod:`edvr.data` reads back):
 
@@ -16,10 +16,13 @@ Layouts written under OUT (what :mod:`edvr.data` reads back):
 
 Writes are atomic (a temporary file renamed into place), so a finished file name means a finished file. Resuming:
 frames whose GT and LQ files both exist are not recomputed, and a source whose marker
-``OUT/.edvr-prepare/<name>-<hash of its path>.json`` records the same options is not even decoded. REDS clip numbers
-depend on the sources before, so resume with the same sources. A Vimeo90K source keeps its sequence number
-``SSSSS`` across runs, and a new source takes the next number not yet used in OUT, so a test split prepared into the
-same OUT after the training split (or the reverse) gets sequences of its own.
+``OUT/.edvr-prepare/<name>-<hash of its path>.json`` records the same options is not even decoded. A source prepared
+before with other options is refused (its old frames would stay beside the new ones: use a new OUT), except another
+degradation, which adds its LQ folder beside the same GT. REDS clip
+numbers depend on the sources before, so resume with the same sources: a clip another source wrote is refused. A
+Vimeo90K source keeps its sequence number ``SSSSS`` across runs, and a new source takes the next number not yet used
+in OUT, so a test split prepared into the same OUT after the training split (or the reverse) gets sequences of its
+own; each list file names every sequence of its split in OUT.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("out", help="output dataset root (created; existing finished files are kept)")
     parser.add_argument("--layout", required=True, choices=LAYOUTS, help="dataset layout to write")
     parser.add_argument("--degradation", default="bi", choices=DEGRADATIONS,
-                        help="bi: MATLAB bicubic (default); bd: Gaussian blur sigma 1.6 + subsampling")  # fmt: skip
+                        help="bi: MATLAB bicubic (default); bd: Gaussian blur sigma 0.4 x scale + subsampling")
     parser.add_argument("--scale", type=int, default=4, help="downscaling factor (default 4)")
     parser.add_argument("--split", default="train", choices=("train", "val", "test"),
                         help="reds: train_/val_ folders; vimeo90k: sep_trainlist or sep_testlist (default: train)")
@@ -109,6 +112,12 @@ def prepare(
     markers = out / _MARKERS
     known = {m.name: json.loads(m.read_text()) for m in markers.glob("*.json")} if markers.is_dir() else {}
     next_number = 1 + max((d.get("number", 0) for d in known.values()), default=0)
+    if layout == "vid4":  # one clip per source name: a/ and a.mp4 would write into one folder
+        seen: dict[str, Path] = {}
+        for source in sources:
+            if source.name in seen:
+                raise InputError(f"{source.path} and {seen[source.name]}: both would be clip {source.name}; rename one")
+            seen[source.name] = source.path
     names: list[str] = []
     for source in sources:
         marker = markers / f"{source.name}-{hashlib.sha1(str(source.path.resolve()).encode()).hexdigest()[:10]}.json"
@@ -118,6 +127,17 @@ def prepare(
             if log:
                 log(f"{source.path}: done before, skipped")
             continue
+        diff = sorted(k for k in options if done and done["options"].get(k) != options[k])
+        if set(diff) - {"degradation"}:  # another degradation only adds an LQ folder beside the same GT
+            raise OutputError(f"{out}: {source.path} was prepared here with other {', '.join(diff)}; its frames would "
+                              "mix with the new ones (the GT crop follows the scale): prepare into a new output folder")
+        if layout == "reds":
+            first = f"{len(names):03d}"
+            owner = next((d["source"] for d in known.values() if first in d.get("clips", ())
+                          and d["options"]["split"] == split), None)
+            if owner is not None:
+                raise OutputError(f"{out}: REDS clip {first} holds frames of {owner}, and {source.path} would now "
+                                  "be numbered from it (the sources changed since); prepare into a new output folder")
         number = done.get("number")
         if number is None:
             number, next_number = next_number, next_number + 1
@@ -128,9 +148,11 @@ def prepare(
         _write_atomic(marker, json.dumps(record).encode())
         if log:
             log(f"{source.path}: {len(clips)} {'sequences' if layout == 'vimeo90k' else 'clips'}")
-    if layout == "vimeo90k":
+    if layout == "vimeo90k":  # every sequence of this split in OUT, from earlier runs too
         list_name = "sep_trainlist.txt" if split == "train" else "sep_testlist.txt"
-        _write_atomic(out / "vimeo_septuplet" / list_name, "".join(f"{n}\n" for n in names).encode())
+        earlier = [c for d in known.values() if d["options"] == options for c in d["clips"]]
+        listed = sorted(set(names) | set(earlier))
+        _write_atomic(out / "vimeo_septuplet" / list_name, "".join(f"{n}\n" for n in listed).encode())
     return names
 
 
@@ -199,9 +221,15 @@ def _iter_frames(source, max_frames: int | None) -> Iterator:
         frames = (np.clip(np.rint(f.image * 255.0), 0, 255).astype(np.uint8) for f in read_frames(source.path))
     else:
         frames = (_chw_to_frame(read_rgb(p)) for p in source.frames)
+    size = None
     for frame in frames:
         if max_frames is not None and count >= max_frames:
             return
+        shape = tuple(frame.shape[:2]) if not hasattr(frame, "permute") else tuple(frame.shape[-2:])
+        if size is not None and shape != size:
+            raise InputError(f"{source.path}: frame {count} is {shape[1]}x{shape[0]} but the frames before it are "
+                             f"{size[1]}x{size[0]}; a clip needs frames of one size")
+        size = shape
         count += 1
         yield frame
 

@@ -27,9 +27,9 @@ from edvr.data.transforms import random_reverse, sample_rng
 from edvr.data.videos import check_pair_sizes, crop_and_augment, read_rgb, require_dir, to_float
 from edvr.errors import InputError
 
-LQ_FOLDERS: dict[str, tuple[str, ...]] = {
-    "bi": ("vimeo_septuplet_matlabLRx4",),
-    "bd": ("vimeo_septuplet_BDLRx4", "vimeo_septuplet_BD_matlabLRx4"),
+LQ_FOLDERS: dict[str, tuple[str, ...]] = {  # {scale}: 4 for the published sets (edvr prepare writes any scale)
+    "bi": ("vimeo_septuplet_matlabLRx{scale}",),
+    "bd": ("vimeo_septuplet_BDLRx{scale}", "vimeo_septuplet_BD_matlabLRx{scale}"),
 }
 LIST_FILES: dict[str, str] = {"train": "sep_trainlist.txt", "test": "sep_testlist.txt"}
 SEQUENCE_LENGTH = 7
@@ -85,12 +85,12 @@ class Vimeo90KDataset(Dataset):
         if lq_root is not None:
             lq_dir = require_dir(Path(lq_root) / "sequences", "LQ sequences/00001/0001/im1.png under lq_root")
         else:
-            candidates = [base / name / "sequences" for name in LQ_FOLDERS[degradation] for base in (gt_dir.parent,
-                                                                                                       gt_dir)]
+            names = [name.format(scale=scale) for name in LQ_FOLDERS[degradation]]
+            candidates = [base / name / "sequences" for name in names for base in (gt_dir.parent, gt_dir)]
             found = [c for c in candidates if c.is_dir()]
             if not found:
                 raise InputError(f"{candidates[0]}: folder not found; expected the {degradation.upper()} LQ frames "
-                                 f"there ({LQ_FOLDERS[degradation][0]}/sequences/00001/0001/im1.png) or pass lq_root")
+                                 f"there ({names[0]}/sequences/00001/0001/im1.png) or pass lq_root")
             lq_dir = found[0]
 
         list_path = Path(list_file) if list_file is not None else gt_dir / LIST_FILES[split]
