@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -391,6 +392,40 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="refused"):
         edvr.load_model(tmp_path / "evil.pth")
     assert not marker.exists()
+
+
+def test_pickles_are_not_opened_by_a_pytorch_whose_safe_loader_is_not(tmp_path, monkeypatch):
+    torch.save({"params": tiny().state_dict()}, tmp_path / "m.pth")
+    monkeypatch.setattr(torch, "__version__", "2.5.1+cu121")
+    with pytest.raises(CheckpointError, match=r"before PyTorch 2.6 .* \(CVE-2025-32434\), and this is 2.5.1"):
+        read_checkpoint(tmp_path / "m.pth")
+
+
+def test_a_name_with_a_hash_is_checked_on_every_path(tmp_path, capsys):
+    import hashlib
+
+    from edvr.cli import main
+
+    path = tmp_path / "EDVR_M_x4_SR_REDS_official-00000000.pth"
+    torch.save({"params": tiny().state_dict()}, path)
+    assert not hashlib.sha256(path.read_bytes()).hexdigest().startswith("00000000")
+    with pytest.warns(RuntimeWarning, match="does not match the 00000000 in its name"):
+        edvr.load_model(path)  # by path, not only by model name
+    with pytest.warns(RuntimeWarning, match="does not match"):
+        assert main(["info", str(path)]) == 0
+    good = tmp_path / f"m-{hashlib.sha256(path.read_bytes()).hexdigest()[:8]}.pth"
+    good.write_bytes(path.read_bytes())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_checkpoint(good)
+
+
+def test_an_offset_conv_of_no_whole_group_is_one_line(tmp_path):
+    sd = tiny().state_dict()
+    sd["pcd_align.dcn_pack.l1.conv_offset.weight"] = sd["pcd_align.dcn_pack.l1.conv_offset.weight"][:20]
+    torch.save(sd, tmp_path / "g0.pth")
+    with pytest.raises(CheckpointError, match="g0.pth: describes no valid EDVR .*20 outputs, not 27 per group"):
+        read_checkpoint(tmp_path / "g0.pth")
 
 
 def test_not_a_checkpoint(tmp_path):

@@ -12,8 +12,10 @@ Pickle files are opened with ``torch.load(weights_only=True)`` only: a checkpoin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -164,7 +166,11 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> EDVRConfig:
         raise CheckpointError(f"cannot infer the number of frames: fusion takes {fusion_in} channels, not a multiple of {nf}")
     with_alignment = any(k.startswith("pcd_align.") for k in sd)
     # Without PCD the group count leaves no trace in the weights and changes nothing: 1.
-    groups = need("pcd_align.dcn_pack.l1.conv_offset.weight").shape[0] // 27 if with_alignment else 1
+    offsets = need("pcd_align.dcn_pack.l1.conv_offset.weight").shape[0] if with_alignment else 27
+    if offsets % 27 or not offsets:
+        raise CheckpointError(f"cannot infer the deformable groups: the offset conv has {offsets} outputs, not 27 per "
+                              "group")
+    groups = offsets // 27
     keys = list(sd)
     return EDVRConfig(
         num_in_ch=num_in_ch,
@@ -213,6 +219,7 @@ def read_checkpoint(path: str | Path, *, param_key: str | None = None) -> Loaded
                                   "fetch it again") from None
         container = "edvr" if "edvr_config" in metadata else "state_dict"
     else:
+        _check_hash_prefix(path)
         raw, container, source_key, centre = _read_pickle(path, param_key)
     sd, naming = to_our_names(raw)
     if container == "state_dict" and naming != "ours":
@@ -224,13 +231,29 @@ def read_checkpoint(path: str | Path, *, param_key: str | None = None) -> Loaded
             config = infer_config(sd)
             if centre is not None:  # an edvr training state records the one setting that weights cannot show
                 config = replace(config, center_frame_idx=centre)
-    except (ValueError, TypeError) as e:  # bad JSON, or an architecture EDVRConfig rejects (e.g. groups of num_feat)
+    except (ValueError, TypeError, ZeroDivisionError, CheckpointError) as e:  # bad JSON, or an architecture
+        # EDVRConfig rejects (e.g. groups of num_feat)
         raise CheckpointError(f"{path}: describes no valid EDVR ({e})") from None
     return LoadedCheckpoint(sd, config, container, source_key, metadata)
 
 
+def _check_hash_prefix(path: Path) -> None:
+    # BasicSR names its files NAME-<first 8 hex digits of the sha256>.pth; a mismatch means a damaged download.
+    m = re.search(r"-([0-9a-f]{8})\.pth$", path.name)
+    if not m:
+        return
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not digest.startswith(m[1]):
+        warnings.warn(f"{path}: sha256 {digest[:8]} does not match the {m[1]} in its name; the file may be damaged",
+                      RuntimeWarning, stacklevel=4)
+
+
 def _read_pickle(path: Path, param_key: str | None) -> tuple[StateDict, str, str | None, int | None]:
     """The weights, the container's format, the entry they came from, and an edvr training state's centre frame."""
+    if _torch_version() < (2, 6):
+        raise CheckpointError(f"{path}: not opened: before PyTorch 2.6 torch.load(weights_only=True) can be made to "
+                              f"run code from a hostile file (CVE-2025-32434), and this is {torch.__version__}; "
+                              "upgrade PyTorch, or use a .safetensors file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for code-carrying pickles, various errors for corrupt files
@@ -269,6 +292,11 @@ def _read_pickle(path: Path, param_key: str | None) -> tuple[StateDict, str, str
         return obj, "state_dict", None, None
     entries = ", ".join(map(str, list(obj)[:8]))
     raise CheckpointError(f"{path}: no weights found (entries: {entries}); pick one with --param-key (param_key=)")
+
+
+def _torch_version() -> tuple[int, int]:
+    major, minor = re.match(r"(\d+)\.(\d+)", torch.__version__).groups()
+    return int(major), int(minor)
 
 
 def config_from_dict(d: Mapping) -> EDVRConfig:

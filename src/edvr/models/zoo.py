@@ -7,10 +7,8 @@ a named model is looked up by its official file names in ``$EDVR_WEIGHTS_DIR`` a
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,17 +142,6 @@ def find_weights(record: ModelRecord) -> Path:
     )
 
 
-def _check_hash_prefix(path: Path) -> None:
-    # BasicSR names its files NAME-<first 8 hex digits of the sha256>.pth; a mismatch means a damaged download.
-    m = re.search(r"-([0-9a-f]{8})\.pth$", path.name)
-    if not m:
-        return
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if not digest.startswith(m[1]):
-        warnings.warn(f"{path}: sha256 {digest[:8]} does not match the {m[1]} in its name; the file may be damaged",
-                      RuntimeWarning, stacklevel=3)
-
-
 def load_model(
     path_or_name: str | Path | None = None,
     *,
@@ -180,8 +167,6 @@ def load_model(
         known = ", ".join(MODELS)
         where = f" (here or in {' or '.join(str(d) for d in weights_dirs())})" if path.name == str(path_or_name) else ""
         raise CheckpointError(f"{path_or_name}: neither a file{where} nor a model name (known: {known})")
-    if record is not None:
-        _check_hash_prefix(path)
     loaded = read_checkpoint(path, param_key=param_key)
     config = loaded.config
     if record is not None and _arch(record.config) != _arch(config):
