@@ -106,6 +106,14 @@ def test_reds_train_takes_the_val_folders_as_clips_240_on(tmp_path):
         REDSDataset(root, split="train", track="deblur", gt_size=16)
 
 
+def test_val_folders_that_are_not_reds_stay_out_of_training(tmp_path):
+    root = make_reds(tmp_path, ["001"], part="train")
+    make_reds(tmp_path, ["000", "my_clip"], part="val", frames=6)  # a user's own clips, prepared as a val split
+    with pytest.warns(UserWarning, match="not REDS's validation clips"):
+        ds = REDSDataset(root, split="train", gt_size=16)
+    assert [c.name for c in ds.clips] == ["001"]
+
+
 def test_reds_val_folders_are_not_taken_twice_when_merged(reds_root, tmp_path):
     root = make_reds(tmp_path, ["001", "240"], part="train")
     make_reds(tmp_path, ["000"], part="val")
