@@ -307,9 +307,9 @@ def test_chapters_and_font_attachments_are_kept(tmp_path: Path) -> None:
     with av.open(str(src)) as c, av.open(str(with_extras), "w") as out:  # remux with chapters and a font
         streams = {s.index: out.add_stream_from_template(s) for s in c.streams}
         out.add_attachment("styled.ttf", "application/x-truetype-font", font)
-        out.set_chapters([{"id": 1, "start": 0, "end": 1000, "time_base": Fraction(1, 1000), "metadata": {"title": "A"}},
-                          {"id": 2, "start": 1000, "end": 2000, "time_base": Fraction(1, 1000),
-                           "metadata": {"title": "B"}}])
+        ms = Fraction(1, 1000)
+        out.set_chapters([{"id": 1, "start": 0, "end": 1000, "time_base": ms, "metadata": {"title": "A"}},
+                          {"id": 2, "start": 1000, "end": 2000, "time_base": ms, "metadata": {"title": "B"}}])
         for packet in c.demux():
             if packet.size:
                 packet.stream = streams[packet.stream.index]

@@ -18,11 +18,11 @@ Writes are atomic (a temporary file renamed into place), so a finished file name
 frames whose GT and LQ files both exist are not recomputed, and a source whose marker
 ``OUT/.edvr-prepare/<name>-<hash of its path>.json`` records the same options is not even decoded. A source prepared
 before with other options is refused (its old frames would stay beside the new ones: use a new OUT), except another
-degradation, which adds its LQ folder beside the same GT. REDS clip
-numbers depend on the sources before, so resume with the same sources: a clip another source wrote is refused. A
-Vimeo90K source keeps its sequence number ``SSSSS`` across runs, and a new source takes the next number not yet used
-in OUT, so a test split prepared into the same OUT after the training split (or the reverse) gets sequences of its
-own; each list file names every sequence of its split in OUT.
+degradation, which adds its LQ folder beside the same GT. REDS clip numbers depend on the sources before, so resume
+with the same sources: a clip another source wrote is refused. A Vimeo90K source keeps its sequence number
+``SSSSS`` across runs, and a new source takes the next number not yet used in OUT, so a test split prepared into the
+same OUT after the training split (or the reverse) gets sequences of its own; each list file names every sequence
+of its split in OUT.
 """
 
 from __future__ import annotations

@@ -122,7 +122,8 @@ class REDSDataset(PairedClipsDataset):
         elif split == "train":
             held_out = set(VAL_PARTITIONS[val_partition])
             names = [c for c in available if c not in held_out]
-            if val_partition == "reds4" and not set(available) & set(OFFICIAL_VAL_CLIPS) and (root / "val_sharp").is_dir():
+            merge_val = not set(available) & set(OFFICIAL_VAL_CLIPS) and (root / "val_sharp").is_dir()
+            if val_partition == "reds4" and merge_val:
                 merged = _val_as_train_clips(root, lq_name, low_res, scale, layout)
         elif split == "reds4":
             names = list(REDS4_CLIPS)

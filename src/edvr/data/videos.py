@@ -328,8 +328,8 @@ class VideoFolderDataset(Dataset):
     """Training or test windows from any folder of videos or frame folders; LQ is made from the frames on the fly.
 
     GT = the frames (cropped to a multiple of ``scale``). LQ by ``degradation``:
-    ``bi`` MATLAB bicubic downscale (REDS, Vimeo90K BI, Vid4 BIx4), ``bd`` Gaussian blur sigma 0.4 x scale (1.6 at x4) then every
-    ``scale``-th pixel (BD), ``blur`` HR input: each LQ frame is the average of the ``blur_frames`` frames around it
+    ``bi`` MATLAB bicubic downscale (REDS, Vimeo90K BI, Vid4 BIx4), ``bd`` Gaussian blur sigma 0.4 x scale (1.6 at x4)
+    then every ``scale``-th pixel (BD), ``blur`` HR input: each LQ frame is the average of the ``blur_frames`` frames around it
     (the way REDS made its blur from high-frame-rate video; at 24-30 fps this is a strong blur). Then optional JPEG
     (``jpeg_quality``, per frame) or H.264 (``h264_crf``, on the window) compression. LQ is rounded to 8 bits like
     a stored dataset; ``blur_frames`` must be odd.

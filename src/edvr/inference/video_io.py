@@ -879,13 +879,15 @@ def _packet_time(packet: av.Packet) -> Fraction:
 
 def _copy_chapters_and_attachments(src: av.container.InputContainer, out: av.container.OutputContainer, dst: Path,
                                    start: Fraction) -> None:
+    if not hasattr(out, "set_chapters"):  # PyAV < 14 has neither chapters nor attachments to write
+        return
     chapters = src.chapters()
     for chapter in chapters:
         shift = round(start / chapter["time_base"])
         chapter["start"], chapter["end"] = max(0, chapter["start"] - shift), max(0, chapter["end"] - shift)
     if chapters:
         out.set_chapters(chapters)
-    if dst.suffix.lower() == ".mkv":  # WebM, MP4 and the others hold no attachments
+    if dst.suffix.lower() == ".mkv" and hasattr(out, "add_attachment"):  # WebM, MP4 and the others hold none
         for stream in src.streams.attachments:
             if stream.name and stream.mimetype:
                 out.add_attachment(stream.name, stream.mimetype, stream.data)

@@ -263,8 +263,8 @@ def _read_pickle(path: Path, param_key: str | None) -> tuple[StateDict, str, str
             found = re.search(r"GLOBAL (\S+)", text)
             raise CheckpointError(
                 f"{path}: refused: the file holds Python objects or code, not only tensors (edvr opens pickles with "
-                f"weights_only=True{f'; it names {found[1]}' if found else ''}), or it is cut short; fetch the official "
-                "file again, or, if you trust it (your own training run), save its weights alone: python -c \"import "
+                f"weights_only=True{f'; it names {found[1]}' if found else ''}), or it is cut short; fetch the "
+                "official file again, or, if you trust it (your own training run), save its weights alone: python -c \"import "
                 f"torch; torch.save(torch.load('{path.name}', weights_only=False)['state_dict'], 'weights.pth')\""
             ) from None
         raise CheckpointError(f"{path}: not a readable checkpoint (neither safetensors nor a complete PyTorch file); "
