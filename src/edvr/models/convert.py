@@ -231,8 +231,8 @@ def read_checkpoint(path: str | Path, *, param_key: str | None = None) -> Loaded
             config = infer_config(sd)
             if centre is not None:  # an edvr training state records the one setting that weights cannot show
                 config = replace(config, center_frame_idx=centre)
-    except (ValueError, TypeError, ZeroDivisionError, CheckpointError) as e:  # bad JSON, or an architecture
-        # EDVRConfig rejects (e.g. groups of num_feat)
+    except (ValueError, TypeError, ZeroDivisionError, CheckpointError) as e:  # bad JSON, an architecture that
+        # EDVRConfig rejects (e.g. groups of num_feat) or that cannot be inferred
         raise CheckpointError(f"{path}: describes no valid EDVR ({e})") from None
     return LoadedCheckpoint(sd, config, container, source_key, metadata)
 
@@ -264,8 +264,8 @@ def _read_pickle(path: Path, param_key: str | None) -> tuple[StateDict, str, str
             raise CheckpointError(
                 f"{path}: refused: the file holds Python objects or code, not only tensors (edvr opens pickles with "
                 f"weights_only=True{f'; it names {found[1]}' if found else ''}), or it is cut short; fetch the "
-                "official file again, or, if you trust it (your own training run), save its weights alone: python -c \"import "
-                f"torch; torch.save(torch.load('{path.name}', weights_only=False)['state_dict'], 'weights.pth')\""
+                "official file again, or, if you trust it (your own training run), save its weights alone: "
+                f"python -c \"import torch; torch.save(torch.load('{path.name}', weights_only=False)['state_dict'], 'weights.pth')\""
             ) from None
         raise CheckpointError(f"{path}: not a readable checkpoint (neither safetensors nor a complete PyTorch file); "
                               "an interrupted download or copy? fetch it again") from None
