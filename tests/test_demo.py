@@ -82,7 +82,7 @@ def test_demo_missing_clip_is_an_input_error(tmp_path):
         demo.demo(model=net, clip=tmp_path / "nope.mp4", output=tmp_path / "out")
 
 
-def test_demo_replaces_only_its_own_outputs(tmp_path):
+def test_demo_replaces_only_its_own_outputs(tmp_path, monkeypatch):
     """A second run into a demo's folder replaces its files; a folder holding someone else's crops.png, or an -o
     that would write over the clip, is refused before anything is written."""
     from edvr.errors import OutputError
@@ -108,6 +108,14 @@ def test_demo_replaces_only_its_own_outputs(tmp_path):
     # a run that stopped before metrics.json: its folder is still the demo's
     (out / "metrics.json").unlink()
     assert demo.demo(model=net, clip=clip, frames=3, output=out, device="cpu")["frames"] == 3
+    # and a run that fails half-way leaves none of the earlier run's outputs beside its own
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("edvr.evaluation.report.crops_panel", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        demo.demo(model=net, clip=clip, frames=3, output=out, device="cpu")
+    assert not (out / "metrics.json").exists() and not (out / "crops.png").exists()
     with pytest.raises(OutputError, match="is a file"):
         demo.demo(model=net, clip=clip, frames=3, output=mine / "crops.png", device="cpu")
 

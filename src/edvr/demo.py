@@ -133,6 +133,8 @@ def demo(*, model=None, clip: str | Path | None = None, frames: int = DEFAULT_FR
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MARKER).touch()  # before the first output: a run that stops half-way leaves a folder it may replace
+    for name in OUTPUTS:  # an earlier run's: a run that stops half-way must not leave them beside its new ones
+        (out_dir / name).unlink(missing_ok=True)
     info = probe(clip) if clip.is_file() else None
     video = _write_side_by_side(out_dir / OUTPUTS[0], bicubic, edvr, gts, info and info.fps,
                                 info and info.sample_aspect_ratio)
