@@ -92,11 +92,11 @@ def test_reds_train_official_partition_leaves_out_240_to_269(reds_root):
 def test_reds_train_takes_the_val_folders_as_clips_240_on(tmp_path):
     # The REDS download keeps val_* apart; the recipe (BasicSR's 270-clip meta info minus REDS4) trains on them too.
     root = make_reds(tmp_path, ["000", "001", "011"], part="train")
-    make_reds(tmp_path, ["000", "002"], part="val", frames=6)
+    make_reds(tmp_path, [f"{i:03d}" for i in range(30)], part="val", frames=5)
     ds = REDSDataset(root, split="train", gt_size=16)
-    assert [c.name for c in ds.clips] == ["001", "240", "242"]
-    assert ds.clips[2].gt[0] == root / "val_sharp" / "002" / "00000000.png"
-    assert ds.clips[2].lq[0] == root / "val_sharp_bicubic" / "X4" / "002" / "00000000.png"
+    assert [c.name for c in ds.clips] == ["001", *(f"{i:03d}" for i in range(240, 270))]
+    assert ds.clips[3].gt[0] == root / "val_sharp" / "002" / "00000000.png"
+    assert ds.clips[3].lq[0] == root / "val_sharp_bicubic" / "X4" / "002" / "00000000.png"
     official = REDSDataset(root, split="train", gt_size=16, val_partition="official")  # trains on 000-239
     assert [c.name for c in official.clips] == ["000", "001", "011"]
     deblur = REDSDataset(root, split="train", track="deblur", gt_size=16)
@@ -108,10 +108,13 @@ def test_reds_train_takes_the_val_folders_as_clips_240_on(tmp_path):
 
 def test_val_folders_that_are_not_reds_stay_out_of_training(tmp_path):
     root = make_reds(tmp_path, ["001"], part="train")
-    make_reds(tmp_path, ["000", "my_clip"], part="val", frames=6)  # a user's own clips, prepared as a val split
-    with pytest.warns(UserWarning, match="not REDS's validation clips"):
-        ds = REDSDataset(root, split="train", gt_size=16)
-    assert [c.name for c in ds.clips] == ["001"]
+    make_reds(tmp_path, ["000", "001"], part="val", frames=6)  # a user's own clips, prepared as a val split
+    with pytest.warns(UserWarning, match="not REDS's 30 validation clips"):
+        assert [c.name for c in REDSDataset(root, split="train", gt_size=16).clips] == ["001"]
+    make_reds(tmp_path, [f"{i:03d}" for i in range(2, 30)], part="val", frames=6)  # 30 clips, but edvr prepare's
+    (root / ".edvr-prepare").mkdir()
+    with pytest.warns(UserWarning, match="not REDS's 30 validation clips"):
+        assert [c.name for c in REDSDataset(root, split="train", gt_size=16).clips] == ["001"]
 
 
 def test_reds_val_folders_are_not_taken_twice_when_merged(reds_root, tmp_path):

@@ -79,11 +79,11 @@ def test_written_files_get_the_umasks_mode_as_any_new_file(tmp_path):
         prep.prepare(video, tmp_path / "REDS", layout="reds", log=None)
         files = [p for p in (tmp_path / "REDS").rglob("*") if p.is_file()]
         assert files and {p.stat().st_mode & 0o777 for p in files} == {0o644}
-        os.umask(0o077)
+        os.umask(0o027)
         from edvr.files import write_atomic
 
-        write_atomic(tmp_path / "private.json", "{}")
-        assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600
+        write_atomic(tmp_path / "group.json", "{}")
+        assert (tmp_path / "group.json").stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(old)
 
@@ -166,7 +166,7 @@ def test_reds_clips_of_another_source_or_name_clashes_are_refused(tmp_path):
     out = tmp_path / "REDS"
     assert prep.prepare(tmp_path / "src", out, layout="reds", log=None) == ["000", "001"]
     write_video(tmp_path / "src" / "b.mkv", synthetic_frames(4))  # sorted between them: it would be clip 001
-    with pytest.raises(OutputError, match="REDS clip 001 holds frames of .*c.mkv"):
+    with pytest.raises(OutputError, match="clip 001 holds frames of .*c.mkv"):
         prep.prepare(tmp_path / "src", out, layout="reds", log=None)
     clash = tmp_path / "clash"
     write_video(clash / "a.mkv", synthetic_frames(3))
@@ -175,6 +175,13 @@ def test_reds_clips_of_another_source_or_name_clashes_are_refused(tmp_path):
         Image.fromarray(f).save(clash / "a" / f"{t:03d}.png")
     with pytest.raises(InputError, match="both would be clip a"):
         prep.prepare(clash, tmp_path / "Vid4", layout="vid4", log=None)
+    prep.prepare(clash / "a.mkv", tmp_path / "Vid4", layout="vid4", log=None)  # across runs: another a.mkv
+    write_video(tmp_path / "other" / "a.mkv", synthetic_frames(5))
+    with pytest.raises(OutputError, match="clip a holds frames of .*clash/a.mkv"):
+        prep.prepare(tmp_path / "other" / "a.mkv", tmp_path / "Vid4", layout="vid4", log=None)
+    # the same source as another split (REDS: other folders) is not a clash
+    prep.prepare(tmp_path / "src" / "a.mkv", out, layout="reds", split="val", log=None)
+    assert (out / "val_sharp" / "000" / "00000003.png").is_file()
 
 
 def test_vimeo90k_list_keeps_the_sequences_of_earlier_runs_and_any_scale_loads(tmp_path):
@@ -182,6 +189,7 @@ def test_vimeo90k_list_keeps_the_sequences_of_earlier_runs_and_any_scale_loads(t
     write_video(tmp_path / "y" / "y.mkv", synthetic_frames(7, h=32, w=32))
     out = tmp_path / "vimeo90k"
     prep.prepare(tmp_path / "x", out, layout="vimeo90k", scale=2, log=None)
+    prep.prepare(tmp_path / "x", out, layout="vimeo90k", scale=2, degradation="bd", log=None)  # BD LQ beside BI
     prep.prepare(tmp_path / "y", out, layout="vimeo90k", scale=2, log=None)
     assert (out / "vimeo_septuplet" / "sep_trainlist.txt").read_text() == "00001/0001\n00002/0001\n"
     ds = Vimeo90KDataset(out, split="train", scale=2, gt_size=32, augment=False)

@@ -31,8 +31,11 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     except OSError as e:
         raise OutputError(f"{path}: cannot write ({e.strerror}); check the folder and its permissions") from None
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a file written in place would get the umask's mode
         with os.fdopen(fd, "wb") as f:
+            try:  # mkstemp makes 0600; a file written in place would get the umask's mode
+                os.fchmod(f.fileno(), 0o666 & ~_umask())
+            except OSError:  # file systems with fixed modes (FAT, exFAT) refuse; their mode is theirs anyway
+                pass
             f.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
     except OSError as e:

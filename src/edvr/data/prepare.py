@@ -18,11 +18,11 @@ Writes are atomic (a temporary file renamed into place), so a finished file name
 frames whose GT and LQ files both exist are not recomputed, and a source whose marker
 ``OUT/.edvr-prepare/<name>-<hash of its path>.json`` records the same options is not even decoded. A source prepared
 before with other options is refused (its old frames would stay beside the new ones: use a new OUT), except another
-degradation, which adds its LQ folder beside the same GT. REDS clip numbers depend on the sources before, so resume
-with the same sources: a clip another source wrote is refused. A Vimeo90K source keeps its sequence number
-``SSSSS`` across runs, and a new source takes the next number not yet used in OUT, so a test split prepared into the
-same OUT after the training split (or the reverse) gets sequences of its own; each list file names every sequence
-of its split in OUT.
+degradation, which adds its LQ folder beside the same GT, or another split. REDS clip numbers depend on the sources
+before, so resume with the same sources: a clip another source wrote (REDS number, Vid4 name) is refused. A Vimeo90K
+source keeps its sequence number ``SSSSS`` across runs, and a new source takes the next number not yet used in OUT,
+so a test split prepared into the same OUT after the training split (or the reverse) gets sequences of its own; each
+list file names every sequence of its split in OUT.
 """
 
 from __future__ import annotations
@@ -127,17 +127,19 @@ def prepare(
             if log:
                 log(f"{source.path}: done before, skipped")
             continue
-        diff = sorted(k for k in options if done and done["options"].get(k) != options[k])
-        if set(diff) - {"degradation"}:  # another degradation only adds an LQ folder beside the same GT
+        diff = sorted(k for k in options if done and done.get("options", {}).get(k) != options[k])
+        if set(diff) - {"degradation", "split"}:  # another degradation adds an LQ folder beside the same GT, another
+            # split other folders (or list)
             raise OutputError(f"{out}: {source.path} was prepared here with other {', '.join(diff)}; its frames would "
-                              "mix with the new ones (the GT crop follows the scale): prepare into a new output folder")
-        if layout == "reds":
-            first = f"{len(names):03d}"
-            owner = next((d["source"] for d in known.values() if first in d.get("clips", ())
-                          and d["options"]["split"] == split), None)
-            if owner is not None:
-                raise OutputError(f"{out}: REDS clip {first} holds frames of {owner}, and {source.path} would now "
-                                  "be numbered from it (the sources changed since); prepare into a new output folder")
+                              "mix with the new ones: prepare into a new output folder")
+        vid4_first = source.name if length is None else f"{source.name}_000"
+        first = {"reds": f"{len(names):03d}", "vid4": vid4_first}.get(layout)  # the clip it would write first
+        owner = next((d.get("source") for d in known.values() if d is not done and first in d.get("clips", ())
+                      and d.get("options", {}).get("layout") == layout
+                      and (layout == "vid4" or d.get("options", {}).get("split") == split)), None)
+        if owner is not None:
+            raise OutputError(f"{out}: clip {first} holds frames of {owner}, and {source.path} would write into it "
+                              "(the sources changed since); prepare into a new output folder")
         number = done.get("number")
         if number is None:
             number, next_number = next_number, next_number + 1
@@ -150,7 +152,9 @@ def prepare(
             log(f"{source.path}: {len(clips)} {'sequences' if layout == 'vimeo90k' else 'clips'}")
     if layout == "vimeo90k":  # every sequence of this split in OUT, from earlier runs too
         list_name = "sep_trainlist.txt" if split == "train" else "sep_testlist.txt"
-        earlier = [c for d in known.values() if d["options"] == options for c in d["clips"]]
+        same = ("layout", "split", "scale")
+        earlier = [c for d in known.values() if all(d.get("options", {}).get(k) == options[k] for k in same)
+                   for c in d.get("clips", ())]
         listed = sorted(set(names) | set(earlier))
         _write_atomic(out / "vimeo_septuplet" / list_name, "".join(f"{n}\n" for n in listed).encode())
     return names

@@ -22,7 +22,8 @@ Validation partitions (facts from BasicSR's ``reds_dataset.py`` and its ``meta_i
 000/011/015/020; ``"official"`` drops 240-269 (nothing, if the val clips were never merged in). With ``"reds4"`` the
 official validation clips are training clips, as in BasicSR's recipes (``meta_info_REDS_GT.txt``: 270 clips, REDS4
 removed, 266 left) and the original repository's (``train_*_wval`` LMDBs): taken from the ``val_*`` folders as clips
-240-269 when the train folders do not already hold them.
+240-269 when the train folders do not already hold them and the folders are REDS's own 30 (not ``edvr prepare``'s:
+a user's own val split stays out of training).
 """
 
 from __future__ import annotations
@@ -164,9 +165,9 @@ def _val_as_train_clips(root: Path, lq_name: str, low_res: bool, scale: int, lay
     require_dir(lq_root, f"LQ clips {lq_root.relative_to(root)}/000/00000000.png beside val_sharp in {layout} (the "
                 "recipe trains on the validation clips too)")
     names = sorted(p.name for p in gt_root.iterdir() if p.is_dir())
-    if not all(len(name) == 3 and name.isdigit() and int(name) < 30 for name in names):
-        warnings.warn(f"{gt_root}: not REDS's validation clips (000-029); left out of training (the EDVR recipe "
-                      "trains on REDS's)", stacklevel=3)
+    if names != [f"{i:03d}" for i in range(30)] or (root / ".edvr-prepare").is_dir():  # made by edvr prepare
+        warnings.warn(f"{gt_root}: not REDS's 30 validation clips (000-029 as downloaded); left out of training (the "
+                      "EDVR recipe trains on REDS's own)", stacklevel=3)
         return []
     for name in names:
         require_dir(lq_root / name, f"clip {name} of the validation clips in {lq_root}/")

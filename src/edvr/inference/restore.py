@@ -235,8 +235,9 @@ def _lock(work: Path, held: contextlib.ExitStack) -> None:
 
 def _keep_fallbacks(work: Path, restorers: list[WindowRestorer], rank: int) -> None:
     """A GPU that overflowed in fp16 or ran out of memory went on in float32, fewer windows at a time or in tiles; a
-    resumed run (and every rank) must go on the same way, or its segments would differ from the uninterrupted run's.
-    Each rank records its fallbacks in the work folder; on start the most cautious recorded so far are applied."""
+    resumed run must go on the same way, or its segments would differ from the uninterrupted run's. Each rank records
+    its fallbacks in the work folder; on start the most cautious recorded so far are applied (ranks running together
+    learn each other's only then, so a multi-rank run that fell back can differ from a one-rank run)."""
     for saved in sorted(work.glob("fallback-*.json")):
         for r, s in zip(restorers, json.loads(saved.read_text())):
             r.half = r.half and s["half"]

@@ -238,11 +238,18 @@ def read_checkpoint(path: str | Path, *, param_key: str | None = None) -> Loaded
 
 
 def _check_hash_prefix(path: Path) -> None:
-    # BasicSR names its files NAME-<first 8 hex digits of the sha256>.pth; a mismatch means a damaged download.
+    # BasicSR names its files NAME-<first 8 hex digits of the sha256>.pth; a mismatch means a damaged download. Only
+    # the official names are checked, wherever the file is (other names may end in -20241125.pth).
+    from edvr.models.zoo import MODELS
+
     m = re.search(r"-([0-9a-f]{8})\.pth$", path.name)
-    if not m:
+    if not m or not any(path.name in record.files for record in MODELS.values()):
         return
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            sha.update(chunk)
+    digest = sha.hexdigest()
     if not digest.startswith(m[1]):
         warnings.warn(f"{path}: sha256 {digest[:8]} does not match the {m[1]} in its name; the file may be damaged",
                       RuntimeWarning, stacklevel=4)
@@ -250,10 +257,7 @@ def _check_hash_prefix(path: Path) -> None:
 
 def _read_pickle(path: Path, param_key: str | None) -> tuple[StateDict, str, str | None, int | None]:
     """The weights, the container's format, the entry they came from, and an edvr training state's centre frame."""
-    if _torch_version() < (2, 6):
-        raise CheckpointError(f"{path}: not opened: before PyTorch 2.6 torch.load(weights_only=True) can be made to "
-                              f"run code from a hostile file (CVE-2025-32434), and this is {torch.__version__}; "
-                              "upgrade PyTorch, or use a .safetensors file")
+    require_safe_unpickler(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for code-carrying pickles, various errors for corrupt files
@@ -265,7 +269,7 @@ def _read_pickle(path: Path, param_key: str | None) -> tuple[StateDict, str, str
                 f"{path}: refused: the file holds Python objects or code, not only tensors (edvr opens pickles with "
                 f"weights_only=True{f'; it names {found[1]}' if found else ''}), or it is cut short; fetch the "
                 "official file again, or, if you trust it (your own training run), save its weights alone: "
-                f"python -c \"import torch; torch.save(torch.load('{path.name}', weights_only=False)['state_dict'], 'weights.pth')\""
+                f"python -c \"import torch; torch.save(torch.load('{path}', weights_only=False)['state_dict'], 'weights.pth')\""
             ) from None
         raise CheckpointError(f"{path}: not a readable checkpoint (neither safetensors nor a complete PyTorch file); "
                               "an interrupted download or copy? fetch it again") from None
@@ -296,9 +300,13 @@ def _read_pickle(path: Path, param_key: str | None) -> tuple[StateDict, str, str
     raise CheckpointError(f"{path}: no weights found (entries: {entries}); pick one with --param-key (param_key=)")
 
 
-def _torch_version() -> tuple[int, int]:
-    major, minor = re.match(r"(\d+)\.(\d+)", torch.__version__).groups()
-    return int(major), int(minor)
+def require_safe_unpickler(path: Path) -> None:
+    """Refuse to unpickle with a PyTorch whose ``weights_only=True`` loader can be made to run code."""
+    m = re.match(r"(\d+)\.(\d+)", torch.__version__)
+    if m and (int(m[1]), int(m[2])) < (2, 6):
+        raise CheckpointError(f"{path}: not opened: before PyTorch 2.6 torch.load(weights_only=True) can be made to "
+                              f"run code from a hostile file (CVE-2025-32434), and this is {torch.__version__}; "
+                              "upgrade PyTorch, or use a .safetensors file")
 
 
 def config_from_dict(d: Mapping) -> EDVRConfig:

@@ -114,6 +114,9 @@ def find_resume_path(resume: str, ckpt_dir: Path) -> Path | None:
 
 
 def load_training_state(path: Path) -> dict[str, Any]:
+    from edvr.models.convert import require_safe_unpickler
+
+    require_safe_unpickler(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
