@@ -41,9 +41,10 @@ def _write_clip(folder: Path, n: int, h: int, w: int, clip_code: int, names=None
 class Recorder(nn.Module):
     """Returns the nearest-upsampled centre frame; records (clip code, frame indices) of every window."""
 
-    def __init__(self, num_frames: int = 5, hr_in: bool = False) -> None:
+    def __init__(self, num_frames: int = 5, hr_in: bool = False, with_predeblur: bool = False) -> None:
         super().__init__()
-        self.config = EDVRConfig(num_frames=num_frames, num_feat=8, deformable_groups=2, hr_in=hr_in)
+        self.config = EDVRConfig(num_frames=num_frames, num_feat=8, deformable_groups=2, hr_in=hr_in,
+                                 with_predeblur=with_predeblur)
         self.anchor = nn.Parameter(torch.zeros(1))  # gives evaluate() a device to read
         self.windows: list[tuple[int, list[int]]] = []
 
@@ -134,6 +135,17 @@ def test_models_run_in_true_float32_and_the_switches_are_restored(tmp_path):
     finally:
         for s, value in zip(switches, before):
             setattr(s, attr, value)
+
+
+def test_a_model_of_the_other_sr_track_is_scored_and_said_to_be(tmp_path):
+    root = _reds(tmp_path)
+    _reds(tmp_path, lq_dir="train_blur_bicubic/X4")
+    clean = _evaluate(Recorder(), "reds4", root, baselines=(), compute_ssim=False)
+    assert not any("PreDeblur" in n for n in clean.settings["notes"])
+    blurred = _evaluate(Recorder(), "reds4-srblur", root, baselines=(), compute_ssim=False)
+    assert any("has no PreDeblur; reds4-srblur is the srblur track" in n for n in blurred.settings["notes"])
+    with pytest.warns(UserWarning, match="has a PreDeblur front end"):
+        evaluate(Recorder(with_predeblur=True), "reds4", root, baselines=(), compute_ssim=False)
 
 
 def test_missing_clip_is_an_input_error(tmp_path):

@@ -417,6 +417,13 @@ def _evaluate(model, protocol, root, *, device, ensemble, stage2, max_frames, sa
         methods["bicubic" if b == "bicubic" and proto.scale != 1 else "input" if b == "bicubic" else b] = Scores()
 
     notes = []
+    # The official models of the blurred tracks have a PreDeblur front end and those of the clean SR track none: a
+    # model on the other kind of track is scored (a robustness test) but said to be one.
+    if proto.scale == 4 and bool(getattr(cfg, "with_predeblur", False)) != (proto.task == "srblur"):
+        kind = "has a PreDeblur front end, as models of blurred input" if proto.task == "sr" else "has no PreDeblur"
+        note = f"the model {kind}; {proto.name} is the {proto.task} track, so its number is not that track's"
+        warnings.warn(note, stacklevel=3)
+        notes.append(note)
     if t != proto.num_frames:
         notes.append(f"the model uses {t}-frame windows; the published {proto.name} numbers used {proto.num_frames}")
     if mode:
