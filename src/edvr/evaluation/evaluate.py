@@ -299,6 +299,28 @@ class _FrameCache:
             del self._frames[k]
 
 
+def tf32_switches() -> tuple[list, str, object, object]:
+    """The switches of TF32 for float32 matmuls and convolutions, their attribute, and its TF32 and float32 values:
+    PyTorch >= 2.9's ``fp32_precision`` (mixing it with the older ``allow_tf32`` raises), else ``allow_tf32``."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        return [torch.backends.cuda.matmul, torch.backends.cudnn.conv], "fp32_precision", "tf32", "ieee"
+    return [torch.backends.cuda.matmul, torch.backends.cudnn], "allow_tf32", True, False
+
+
+@contextlib.contextmanager
+def _true_float32():
+    switches, attr, _, ieee = tf32_switches()
+    before = [getattr(s, attr) for s in switches]
+    try:
+        for s in switches:
+            setattr(s, attr, ieee)
+        yield
+    finally:
+        for s, value in zip(switches, before):
+            setattr(s, attr, value)
+
+
+@_true_float32()  # a ContextDecorator: each call runs inside it
 def evaluate(
     model: nn.Module,
     protocol: Protocol | str,
@@ -343,35 +365,6 @@ def evaluate(
     The models run in true float32: PyTorch runs float32 convolutions in TF32 by default on Ampere and newer GPUs
     (~1e-3 relative), which the published numbers did not; the switches are restored afterwards.
     """
-    with _true_float32():
-        return _evaluate(model, protocol, root, device=device, ensemble=ensemble, stage2=stage2,
-                         max_frames=max_frames, save_dir=save_dir, baselines=baselines, compute_ssim=compute_ssim,
-                         clips=clips, on_frame=on_frame, progress=progress, model_name=model_name)
-
-
-def tf32_switches() -> tuple[list, str, object, object]:
-    """The switches of TF32 for float32 matmuls and convolutions, their attribute, and its TF32 and float32 values:
-    PyTorch >= 2.9's ``fp32_precision`` (mixing it with the older ``allow_tf32`` raises), else ``allow_tf32``."""
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
-        return [torch.backends.cuda.matmul, torch.backends.cudnn.conv], "fp32_precision", "tf32", "ieee"
-    return [torch.backends.cuda.matmul, torch.backends.cudnn], "allow_tf32", True, False
-
-
-@contextlib.contextmanager
-def _true_float32():
-    switches, attr, _, ieee = tf32_switches()
-    before = [getattr(s, attr) for s in switches]
-    try:
-        for s in switches:
-            setattr(s, attr, ieee)
-        yield
-    finally:
-        for s, value in zip(switches, before):
-            setattr(s, attr, value)
-
-
-def _evaluate(model, protocol, root, *, device, ensemble, stage2, max_frames, save_dir, baselines, compute_ssim, clips,
-              on_frame, progress, model_name) -> Result:
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
     complete = clips is None
     cfg = model.config
@@ -444,7 +437,7 @@ def _evaluate(model, protocol, root, *, device, ensemble, stage2, max_frames, sa
         if proto.expected_frames and len(clip.scored) != proto.expected_frames.get(clip.name, len(clip.scored)):
             complete = False
             warnings.warn(f"{clip.name}: {len(clip.scored)} frames, the full {proto.name} clip has "
-                          f"{proto.expected_frames[clip.name]}; the number will not be comparable", stacklevel=2)
+                          f"{proto.expected_frames[clip.name]}; the number will not be comparable", stacklevel=3)
         run.clip(clip, scored)
     bar = run.bar
     bar.close()
