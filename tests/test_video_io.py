@@ -405,6 +405,56 @@ def test_written_chroma_is_left_sited(tmp_path: Path) -> None:
     assert np.abs(mean).max() < 0.1, shifts
 
 
+def _patches(height: int, width: int) -> np.ndarray:
+    """Four flat colour patches side by side, as uint8 RGB."""
+    image = np.empty((height, width, 3), np.uint8)
+    for i, rgb in enumerate([(204, 51, 52), (40, 180, 90), (30, 60, 200), (128, 128, 128)]):
+        image[:, i * width // 4:(i + 1) * width // 4] = rgb
+    return image
+
+
+def test_rgb_output_is_tagged_rgb_and_decodes_to_its_colours(tmp_path: Path) -> None:
+    """An RGB encoding carries the matrix "gbr": with a BT.709 source's matrix tag (as the writer once copied it),
+    decoders read the G, B, R planes as Y, U, V (a red patch came back as (177, 16, 0))."""
+    src = make_clip(tmp_path / "src.mp4", list(range(3)), Fraction(1, 25), color=True)
+    dst = tmp_path / "out.mkv"
+    restore_identity(src, tmp_path / "work", dst, codec="libx264rgb", pix_fmt="bgr0", options={"qp": "0"})
+    assert probe(dst).color["colorspace"] == "gbr"
+    image = _patches(H, W)
+    with SegmentWriter(tmp_path / "rgb.nut", width=W, height=H, time_base=Fraction(1, 25), fps=Fraction(25),
+                       codec="libx264rgb", pix_fmt="bgr0", color=probe(src).color, options={"qp": "0"}) as writer:
+        writer.write(image, 0)
+    with av.open(str(tmp_path / "rgb.nut")) as c:
+        back = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    assert np.abs(back.astype(int) - image).max() <= 1
+
+
+def test_webm_keeps_the_sources_primaries_and_transfer(tmp_path: Path) -> None:
+    """VP9 bitstreams hold the matrix and range only; the source's primaries and transfer go into the container."""
+    src = make_clip(tmp_path / "src.mp4", list(range(4)), Fraction(1, 25), color=True)
+    dst = tmp_path / "out.webm"
+    restore_identity(src, tmp_path / "work", dst, seg_len=2, codec="libvpx-vp9")
+    assert probe(dst).color == probe(src).color == {"color_primaries": "bt709", "color_trc": "bt709",
+                                                    "colorspace": "bt709", "color_range": "tv"}
+
+
+@pytest.mark.parametrize(("width", "tag", "matrix"), [(W, "smpte170m", "ITU601"), (1280, "bt709", "ITU709")])
+def test_untagged_source_is_encoded_as_players_read_the_output_untagged(tmp_path: Path, width: int, tag: str,
+                                                                       matrix: str) -> None:
+    """With no tag from the source, the writer encodes with the matrix players assume for the output's size (BT.601
+    below HD) and tags it, so the colours are right whether or not a player reads the tag."""
+    image = _patches(16, width)
+    with SegmentWriter(tmp_path / "s.nut", width=width, height=16, time_base=Fraction(1, 25), fps=Fraction(25),
+                       options={"qp": "0"}) as writer:
+        writer.write(image, 0)
+    assert probe(tmp_path / "s.nut").color["colorspace"] == tag
+    with av.open(str(tmp_path / "s.nut")) as c:
+        frame = next(c.decode(video=0))
+    untagged = frame.reformat(format="rgb24", src_colorspace=matrix, src_color_range="MPEG").to_ndarray()
+    centres = [(2 * i + 1) * width // 8 for i in range(4)]  # away from the patch edges, where chroma is shared
+    assert np.abs(untagged[:, centres].astype(int) - image[:, centres]).max() <= 2
+
+
 def test_start_skips_exactly(tmp_path: Path) -> None:
     src = make_clip(tmp_path / "src.mp4", list(range(20)), Fraction(1, 25), noise=True)
     full = list(read_frames(src))

@@ -3,8 +3,9 @@
 Reading: :func:`probe` describes a video file or a folder of frames, :func:`read_frames` yields frames in decode
 (presentation) order as float32 RGB in [0, 1]. Sources deeper than 8 bits go through 16-bit RGB, so 10-bit values
 are not quantised to 8 bits. Untagged YUV is decoded with BT.709 when the picture is HD (width >= 1280 or height >
-576) and BT.601 otherwise (the players' convention); :class:`SegmentWriter` always tags the matrix it used, so the
-output looks the same as the input whatever the player assumes. Subsampled chroma is read where the decoder says it
+576) and BT.601 otherwise (the players' convention); :class:`SegmentWriter` encodes an untagged source with the
+matrix that convention gives the output's size (an x4 output of SD video is HD) and always tags the matrix it used, so
+the output looks the same as the input whether or not the player reads the tag. Subsampled chroma is read where the decoder says it
 sits (left-sited for untagged H.264/HEVC) and written left-sited, where decoders assume it: colour edges stay on
 their luma edges (``tests/test_video_io.py`` measures both).
 
@@ -705,12 +706,16 @@ class SegmentWriter:
         _check_writable_dir(self.path)
         color = dict(color or {})
         codes = {key: _color_code(key, color[key]) for key in _COLOR_TABLES if key in color}
-        if not fmt.is_rgb:
-            codes.setdefault("colorspace", 1)  # untagged source: encode BT.709 and say so (see module doc)
+        if fmt.is_rgb:
+            # RGB planes: H.264/HEVC decoders read any matrix but "gbr" (0) as YUV, so a source's matrix must not pass.
+            codes["colorspace"], codes["color_range"] = 0, 2
+        else:
+            # An untagged source: encode with the matrix that players assume for the output's size, and tag it.
+            codes.setdefault("colorspace", 1 if width >= 1280 or height > 576 else 6)
             codes.setdefault("color_range", 1)
         self._matrix = _SWS_MATRIX.get(codes.get("colorspace", 1), Colorspace.ITU709)
         self._range = ColorRange.JPEG if codes.get("color_range") == 2 else ColorRange.MPEG
-        if not fmt.is_rgb and self._matrix is Colorspace.ITU709 and codes["colorspace"] not in (1,):
+        if not fmt.is_rgb and self._matrix is Colorspace.ITU709 and codes["colorspace"] != 1:
             codes["colorspace"] = 1  # a matrix swscale cannot do was replaced by BT.709: tag the truth
         self._pix_fmt = pix_fmt
         self._subsample = _ChromaSubsampler(width, height, pix_fmt, self._matrix, self._range) if subsampled else None
@@ -879,18 +884,28 @@ def _packet_time(packet: av.Packet) -> Fraction:
 
 def _copy_chapters_and_attachments(src: av.container.InputContainer, out: av.container.OutputContainer, dst: Path,
                                    start: Fraction) -> None:
-    if not hasattr(out, "set_chapters"):  # PyAV < 14 has neither chapters nor attachments to write
-        return
     chapters = src.chapters()
     for chapter in chapters:
         shift = round(start / chapter["time_base"])
         chapter["start"], chapter["end"] = max(0, chapter["start"] - shift), max(0, chapter["end"] - shift)
     if chapters:
         out.set_chapters(chapters)
-    if dst.suffix.lower() == ".mkv" and hasattr(out, "add_attachment"):  # WebM, MP4 and the others hold none
+    if dst.suffix.lower() == ".mkv":  # WebM, MP4 and the others hold none
         for stream in src.streams.attachments:
             if stream.name and stream.mimetype:
                 out.add_attachment(stream.name, stream.mimetype, stream.data)
+
+
+def _put_back_colour(out_video: Any, source: av.video.stream.VideoStream) -> None:
+    """Give the output the source's primaries and transfer where the segments lost them.
+
+    A VP9 bitstream carries the matrix and range but not these two, and NUT segments have no field for them: in
+    WebM/Matroska (and MP4's vpcC) the container holds them, and without them players take BT.2020 for BT.709 and
+    PQ/HLG for SDR. :class:`SegmentWriter` passes both through unchanged, so the source's are the output's."""
+    for key in ("color_primaries", "color_trc"):
+        code = int(getattr(source.codec_context, key) or 0)
+        if code in _COLOR_TABLES[key] and int(getattr(out_video.codec_context, key) or 0) == 2:
+            setattr(out_video.codec_context, key, code)
 
 
 def _copy_tags(src: dict, dst: Any) -> None:
@@ -1029,6 +1044,8 @@ def finalize_video(segments: list[Path], dst: Path, *, source: Path | None, over
         _refuse_unheld(out, dst, [_stream_codec(s) for s in [template, *extra]])
         out_video = out.add_stream_from_template(template)
         out_video.time_base = time_base
+        if src is not None:
+            _put_back_colour(out_video, _video_stream(src, Path(source)))
         mapping = {}
         for stream in extra:
             copy = out.add_stream_from_template(stream)
