@@ -29,10 +29,15 @@ def tiny_model() -> EDVR:
 def test_tiny_model_exports_and_onnxruntime_matches_pytorch(tmp_path):
     from edvr.export import export_onnx, run_onnx
 
-    model = tiny_model()
+    model = tiny_model().train()
+    model.set_dcn_backend("compiled")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's tracer warnings
         result = export_onnx(model, tmp_path / "tiny.onnx", height=24, width=32, dynamic=True)
+    # The caller's model is left as it was (the export once switched it to eval mode and its backend to "torch").
+    assert model.training and model.dcn_backend == "compiled"
+    assert {m.backend for m in model.dcn_modules()} == {"compiled"}
+    model.eval().set_dcn_backend("torch")
     assert result.path.is_file() and not list(tmp_path.glob(".*partial"))
     assert result.max_abs_diff is not None and result.max_abs_diff < 1e-4
     # Dynamic batch, height and width: another shape runs and still matches the PyTorch model.
@@ -42,7 +47,6 @@ def test_tiny_model_exports_and_onnxruntime_matches_pytorch(tmp_path):
     got = run_onnx(result.path, x)
     assert got.shape == expected.shape == (2, 3, 80, 112)
     assert np.abs(got - expected).max() < 1e-4
-    assert model.dcn_modules()[0].backend is not None  # the model's own backend choice is restored
 
 
 def test_row_chunks_do_not_freeze_the_exported_size(tmp_path, monkeypatch):

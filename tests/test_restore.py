@@ -374,8 +374,8 @@ def _free_port() -> int:
 
 def test_two_processes_give_the_same_file_as_one(tmp_path, model_file):
     src = make_clip(tmp_path / "in.mp4", list(range(50)), Fraction(1, 25), audio="aac")
-    args = [str(src), "--model", str(model_file), "--device", "cpu", "--segment-frames", "16", "--quiet"]
-    assert main(["restore", *args, "-o", str(tmp_path / "one.mp4")]) == 0
+    args = [str(src), "--model", str(model_file), "--device", "cpu", "--segment-frames", "16"]
+    assert main(["restore", *args, "--quiet", "-o", str(tmp_path / "one.mp4")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}  # a crash prints its Python stack
     logs = tmp_path / "logs"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
@@ -386,6 +386,9 @@ def test_two_processes_give_the_same_file_as_one(tmp_path, model_file):
     ranks = "\n".join(f"--- {f.relative_to(logs)}\n{f.read_text()[-3000:]}" for f in sorted(logs.rglob("*.log")))
     assert done.returncode == 0, f"{done.stderr[-1500:]}\n{ranks}"
     assert (tmp_path / "two.mp4").read_bytes() == (tmp_path / "one.mp4").read_bytes()
+    # Every rank reports the frame count (rank 1 once read it after rank 0 had removed the work folder: None).
+    outs = sorted(logs.rglob("stdout.log"))
+    assert len(outs) == 2 and all("two.mp4: 50 frames" in f.read_text() for f in outs), ranks
 
 
 def test_a_rank_that_fails_stops_the_others(tmp_path, model_file):

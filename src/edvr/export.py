@@ -12,6 +12,7 @@ PyTorch is reported.
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,8 +68,7 @@ def export_onnx(
                          "the exported graph expects padded frames")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval().cpu()
-    previous = [m.backend for m in model.dcn_modules()]
+    model = copy.deepcopy(model).eval().cpu()  # the caller's model keeps its mode, device and backend
     model.set_dcn_backend("torch")
     cfg = model.config
     g = torch.Generator().manual_seed(seed)
@@ -90,8 +90,6 @@ def export_onnx(
         tmp.replace(path)  # nothing half-written where the finished file is expected
     finally:
         tmp.unlink(missing_ok=True)
-        for m, b in zip(model.dcn_modules(), previous):
-            m.backend = b
     seconds = time.perf_counter() - t0
     diff = None
     if check:

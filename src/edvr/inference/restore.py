@@ -456,6 +456,7 @@ def restore_video(
         end_file = work / "end.json"
         end = json.loads(end_file.read_text()) if end_file.is_file() else {"frames": None, "error": None}
         total, error = end["frames"], end["error"]
+        group.barrier("read")  # every rank has the frame count and the stream's error before rank 0 removes the folder
         if rank == 0:
             counts = _finished_segments(work)
             if not total:
