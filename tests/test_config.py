@@ -38,6 +38,18 @@ def test_overrides_are_typed_by_the_schema(tmp_path):
     ("model.num_feat=20", "model: num_feat 20 is not a multiple of deformable_groups 8"),
     ("model.center_frame_idx=5", "model: center_frame_idx 5 is outside 0..4"),
     ("train.lr", "is not of the form section.key=value"),
+    # Values of the right type but out of range once crashed deep in training, or trained wrongly (gradient ascent).
+    ("model.num_feat=-32", "model: num_feat must be >= 1, got -32"),
+    ("model.deformable_groups=0", "model: deformable_groups must be >= 1, got 0"),
+    ("model.dcn_backend=bogus", "unknown deformable-conv backend 'bogus'"),
+    ("train.lr=-1", "train.lr must be > 0, got -1"),
+    ("train.eta_min=-1", "train.eta_min must be >= 0, got -1"),
+    ("train.betas=[2,3]", "train.betas[0] must be >= 0 and < 1, got 2"),
+    ("train.ema_decay=2", "train.ema_decay must be >= 0 and < 1, got 2"),
+    ("train.grad_clip=-1", "train.grad_clip must be >= 0, got -1"),
+    ("train.periods=[0]", "train.periods must be >= 1, got 0"),
+    ("data.num_workers=-1", "data.num_workers must be >= 0, got -1"),
+    ("logging.print_interval=0", "logging.print_interval must be >= 1, got 0"),
 ])
 def test_bad_keys_and_values_name_the_key(override, fragment):
     with pytest.raises(InputError) as e:

@@ -259,3 +259,15 @@ def test_tiny_edvr_end_to_end_table_json_and_saved_images(tmp_path):
     out = np.round(read_image(tmp_path / "out/000/00000000.png") * 255).astype(np.uint8)
     gt = np.round(read_image(root / "train_sharp/000/00000000.png") * 255).astype(np.uint8)
     assert psnr(out, gt) == pytest.approx(result.methods["edvr"].psnr["000"][0])
+
+
+def test_saved_images_never_go_into_the_dataset(tmp_path):
+    """--save-images inside the root (e.g. its GT folder) once replaced the dataset's frames with the model's."""
+    root = _reds(tmp_path / "REDS", n=3)
+    gt = root / "train_sharp" / "000" / "00000000.png"
+    before = gt.read_bytes()
+    model = EDVR(num_feat=8, num_extract_block=1, num_reconstruct_block=1, deformable_groups=2)
+    for save in (root / "train_sharp", root, tmp_path):
+        with pytest.raises(InputError, match="overlaps the dataset root"):
+            _evaluate(model, "reds4", root, max_frames=1, save_dir=save)
+    assert gt.read_bytes() == before

@@ -76,3 +76,26 @@ def test_sizes_must_fit_the_model(tmp_path):
     with pytest.raises(InputError, match="multiples of 4"):
         export_onnx(tiny_model(), tmp_path / "x.onnx", height=30, width=32)
     assert not (tmp_path / "x.onnx").exists()
+    for kwargs, message in [({"height": 0}, "positive multiples"), ({"batch": 0}, "--batch 0"),
+                            ({"opset": 99}, "--opset 99"), ({"opset": 15}, "--opset 15")]:
+        with pytest.raises(InputError, match=message):
+            export_onnx(tiny_model(), tmp_path / "x.onnx", **{"height": 32, "width": 32, **kwargs})
+
+
+def test_export_never_replaces_a_file_unasked(tmp_path, capsys):
+    """`edvr export -m m.safetensors -o m.safetensors` once replaced the weights with the ONNX graph."""
+    from edvr.cli import main
+    from edvr.models.convert import save_checkpoint
+
+    weights = tmp_path / "m.safetensors"
+    model = tiny_model()
+    save_checkpoint(model.state_dict(), model.config, weights)
+    before = weights.read_bytes()
+    other = tmp_path / "other.onnx"
+    other.write_bytes(b"keep")
+    for out, extra, message in [(weights, [], "is the model being exported"), (weights, ["--overwrite"], "being exported"),
+                                (other, [], "already exists"), (tmp_path, [], "is a folder")]:
+        assert main(["export", "-m", str(weights), "-o", str(out), "--no-check", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and message in err, err
+    assert weights.read_bytes() == before and other.read_bytes() == b"keep"

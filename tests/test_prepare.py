@@ -227,3 +227,9 @@ def test_prepare_errors(tmp_path):
     with pytest.raises(OutputError, match=r"inside .*GT, where prepare writes its frames"):
         prep.prepare(tmp_path / "data" / "GT", tmp_path / "data", layout="vid4", log=None)
     assert [p.name for p in (tmp_path / "data" / "GT" / "walk").iterdir()] == ["frame_1.png"]
+    # Nothing to write is an error, and nothing is recorded: a rerun with more frames is not "done before".
+    with pytest.raises(InputError, match=r"--max-frames 0: must be positive"):
+        prep.prepare(video, tmp_path / "few", layout="reds", max_frames=0, log=None)
+    with pytest.raises(InputError, match=r"clip.mkv: too few frames for one 7-frame clip"):
+        prep.prepare(video, tmp_path / "few", layout="vimeo90k", log=None)
+    assert not list((tmp_path / "few").rglob("*.json"))

@@ -692,3 +692,19 @@ def test_out_of_memory_halves_the_batch_before_tiling(monkeypatch):
     monkeypatch.setattr(model, "reconstruct", reconstruct)
     one = dict(WindowRestorer(model, padding="replicate").restore(enumerate(frames)))
     assert max(np.abs(out[c] - one[c]).max() for c in out) < 1e-5
+
+
+def test_overwrite_replaces_only_a_folder_of_frames(tmp_path, model_file, capsys):
+    """`-o myvideos --overwrite` once deleted a folder of the user's videos to put the frames there."""
+    src = make_clip(tmp_path / "in.mp4", list(range(3)), Fraction(1, 25))
+    videos = tmp_path / "myvideos"
+    videos.mkdir()
+    (videos / "holiday.mp4").write_bytes(b"precious")
+    args = ["restore", str(src), "--model", str(model_file), "--device", "cpu", "--quiet", "--overwrite"]
+    assert main([*args, "-o", str(videos)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "holiday.mp4" in err and "not only PNG frames" in err
+    assert (videos / "holiday.mp4").read_bytes() == b"precious"
+    frames = tmp_path / "frames"
+    assert main([*args, "-o", str(frames)]) == 0 and main([*args, "-o", str(frames)]) == 0  # its own output: replaced
+    assert len(list(frames.iterdir())) == 3

@@ -28,10 +28,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: give 1 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edvr", description="EDVR video restoration")
     parser.add_argument("--version", action="version", version=f"edvr {__version__}")
-    parser.add_argument("--threads", type=int, metavar="N",
+    parser.add_argument("--threads", type=_positive_int, metavar="N",
                         help="CPU threads for PyTorch (default: all cores; 1 is faster for small frames or a busy machine)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
@@ -66,3 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"edvr {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a refusal of the file system that the command did not foresee: read-only, full, not a folder
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"edvr {args.command}: error: {where}{e.strerror or e}; check the path, its permissions and free space",
+              file=sys.stderr)
+        return 1

@@ -131,6 +131,25 @@ class Config:
     def validate(self) -> None:
         """Cross-field checks that a type alone cannot express."""
         t = self.train
+        # (key, value, lowest allowed, lowest excluded?, highest excluded)
+        bounds = [(f"train.{k}", getattr(t, k), 1, False, None) for k in
+                  ("iterations", "checkpoint_interval", "val_interval", "keep_checkpoints", "max_nonfinite")]
+        bounds += [(f"train.{k}", getattr(t, k), 0, False, None) for k in
+                   ("weight_decay", "eta_min", "warmup_iterations", "tsa_only_iterations", "dcn_lr_mult", "grad_clip")]
+        bounds += [("train.lr", t.lr, 0, True, None), ("train.ema_decay", t.ema_decay, 0, False, 1),
+                   ("train.charbonnier_eps", t.charbonnier_eps, 0, True, None),
+                   ("data.batch_size", self.data.batch_size, 1, False, None),
+                   ("data.num_workers", self.data.num_workers, 0, False, None),
+                   ("logging.print_interval", self.logging.print_interval, 1, False, None)]
+        bounds += [(f"train.betas[{i}]", b, 0, False, 1) for i, b in enumerate(t.betas)]
+        bounds += [("train.periods", min(t.periods, default=1), 1, False, None),
+                   ("train.restart_weights", min(t.restart_weights, default=0), 0, False, None)]
+        if self.data.val is not None:
+            bounds.append(("data.val.crop_border", self.data.val.crop_border, 0, False, None))
+        for key, value, low, open_low, high in bounds:
+            if value < low or (open_low and value == low) or (high is not None and value >= high):
+                allowed = f"{'>' if open_low else '>='} {low}" + (f" and < {high}" if high is not None else "")
+                raise InputError(f"{key} must be {allowed}, got {value}")
         if len(t.periods) != len(t.restart_weights):
             raise InputError(
                 f"train.periods has {len(t.periods)} entries but train.restart_weights has {len(t.restart_weights)}"
@@ -140,17 +159,15 @@ class Config:
                 f"train.periods sum to {sum(t.periods)}, fewer than train.iterations {t.iterations}: "
                 "lengthen the periods or shorten the run"
             )
-        for key in ("iterations", "checkpoint_interval", "val_interval", "keep_checkpoints"):
-            if getattr(t, key) < 1:
-                raise InputError(f"train.{key} must be >= 1, got {getattr(t, key)}")
-        if self.data.batch_size < 1:
-            raise InputError(f"data.batch_size must be >= 1, got {self.data.batch_size}")
         if not self.data.train.name:
             raise InputError("data.train.name is empty: name a dataset (e.g. reds, vimeo90k, videos)")
         from edvr.models.edvr import EDVRConfig
+        from edvr.ops.deform_conv import requested_backend
 
         try:
             EDVRConfig(**{k: v for k, v in self.model.model_kwargs().items() if k != "dcn_backend"})
+            if self.model.dcn_backend is not None:
+                requested_backend(self.model.dcn_backend)
         except ValueError as e:
             raise InputError(f"model: {e}") from None
 

@@ -14,15 +14,17 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from edvr.errors import InputError
+from edvr.errors import InputError, OutputError
 from edvr.models.edvr import EDVR
 
 DEFAULT_OPSET = 17  # GridSample needs 16; 17 is the newest the TorchScript exporter fully supports
+MAX_OPSET = 20  # the TorchScript exporter's newest (torch 2.x)
 
 
 @dataclass
@@ -58,16 +60,29 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     check: bool = True,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> ExportResult:
-    """Write ``model`` to ``path`` as ONNX; returns shapes, time and the onnxruntime parity (if ``check``)."""
-    if opset < 16:
-        raise InputError(f"opset {opset}: the deformable convs need GridSample, in ONNX opset 16 or later")
+    """Write ``model`` to ``path`` as ONNX; returns shapes, time and the onnxruntime parity (if ``check``).
+
+    An existing file is replaced only with ``overwrite``."""
+    if not 16 <= opset <= MAX_OPSET:
+        raise InputError(f"--opset {opset}: the deformable convs need GridSample (opset 16 or later) and this "
+                         f"exporter writes up to opset {MAX_OPSET}")
     mult = model.config.multiple
-    if height % mult or width % mult:
-        raise InputError(f"--height/--width must be multiples of {mult} for this model (got {height}x{width}); "
-                         "the exported graph expects padded frames")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if min(height, width) < mult or height % mult or width % mult:
+        raise InputError(f"--height/--width must be positive multiples of {mult} for this model (got {height}x{width});"
+                         " the exported graph expects padded frames")
+    if batch < 1:
+        raise InputError(f"--batch {batch}: give 1 or more")
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name such as {path / 'model.onnx'}")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path}: already exists; pass --overwrite or choose another name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{path.parent}: cannot create the folder ({e.strerror}); choose another output") from None
     model = copy.deepcopy(model).eval().cpu()  # the caller's model keeps its mode, device and backend
     model.set_dcn_backend("torch")
     cfg = model.config
@@ -81,13 +96,16 @@ def export_onnx(
     tmp = path.with_name(f".{path.name}.partial")
     t0 = time.perf_counter()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # Python-side shape logic; tests run other sizes
             expected = wrapper(example)
             torch.onnx.export(
                 wrapper, (example,), str(tmp), input_names=["frames"], output_names=["restored"],
                 dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False,
             )
         tmp.replace(path)  # nothing half-written where the finished file is expected
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror}); check the folder and free space") from None
     finally:
         tmp.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
@@ -120,11 +138,15 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--dynamic", action="store_true", help="free batch, height and width in the graph")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= 16; default {DEFAULT_OPSET})")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
 
 def run(args: argparse.Namespace) -> int:
     from edvr.models.zoo import load_model
 
+    out = Path(args.output).expanduser()
+    if Path(args.model).expanduser().is_file() and out.exists() and out.resolve() == Path(args.model).resolve():
+        raise OutputError(f"{args.output}: is the model being exported; choose another name")
     model = load_model(args.model, device="cpu", dcn_backend="torch")
     if args.frames is not None and args.frames != model.config.num_frames:
         raise InputError(f"--frames {args.frames}: this model takes {model.config.num_frames} frames per window")
@@ -136,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
             print("onnxruntime not installed: skipping the parity check (pip install 'edvr[export]')")
             check = False
     result = export_onnx(model, args.output, height=args.height, width=args.width, batch=args.batch,
-                         dynamic=args.dynamic, opset=args.opset, check=check)
+                         dynamic=args.dynamic, opset=args.opset, check=check, overwrite=args.overwrite)
     size_mb = result.path.stat().st_size / 2**20
     print(f"wrote {result.path} ({size_mb:.1f} MB, opset {args.opset}{', dynamic batch/H/W' if args.dynamic else ''}) "
           f"in {result.seconds:.1f} s: input {list(result.input_shape)} -> output {list(result.output_shape)}")

@@ -98,6 +98,8 @@ def prepare(
         raise InputError(f"--clip-length {clip_length}: Vimeo90K sequences have 7 frames")
     if clip_length is not None and clip_length < 1:
         raise InputError(f"--clip-length {clip_length}: must be positive")
+    if max_frames is not None and max_frames < 1:
+        raise InputError(f"--max-frames {max_frames}: must be positive")
     src, out = Path(src), Path(out)
     if src.is_dir() and out.resolve().is_relative_to(src.resolve()):
         raise OutputError(f"{out}: inside the source folder {src}; choose an output outside it")
@@ -144,6 +146,8 @@ def prepare(
         if number is None:
             number, next_number = next_number, next_number + 1
         clips = _prepare_source(source, number, len(names), paths, length, max_frames, scale, degradation)
+        if not clips:  # recorded, it would be skipped as done when the user reruns with more frames
+            raise InputError(f"{source.path}: too few frames for one {length or 1}-frame clip; use a longer source")
         names += clips
         markers.mkdir(parents=True, exist_ok=True)
         record = {"source": str(source.path), "options": options, "number": number, "clips": clips}

@@ -426,7 +426,12 @@ def evaluate(
     if stage2 is not None:
         notes.append("edvr+stage2 = stage 2 on the 8-bit stage-1 outputs, windows padded as in stage 1")
 
-    save = Path(save_dir) if save_dir is not None else None
+    save = Path(save_dir).expanduser() if save_dir is not None else None
+    if save is not None:
+        a, b = save.resolve(), Path(root).expanduser().resolve()
+        if a == b or b in a.parents or a in b.parents:
+            raise InputError(f"{save_dir}: overlaps the dataset root {root}; its frames would be overwritten, so "
+                             "write the images (--save-images) to a folder outside it")
     total_frames = sum(len(c.scored[:max_frames] if max_frames else c.scored) for c in all_clips)
     run = _Run(proto, model, stage2, mode, device, methods, main, compute_ssim, save, on_frame,
                _progress(total_frames, proto.name, progress))

@@ -37,8 +37,9 @@ from edvr.models.edvr import EDVR
 
 # The containers a restore writes (their muxers say which codecs they hold, so a misfit is caught before any work).
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v"}
-WORK_VERSION = 3  # 2: a folder output is written into the work folder and moved into place when complete;
-# 3: model files identified by path, size and time, the default --crf recorded
+WORK_VERSION = 4  # 2: a folder output is written into the work folder and moved into place when complete;
+# 3: model files identified by path, size and time, the default --crf recorded; 4: x264 without mbtree at every size,
+# an untagged source encoded with the matrix of the output's size, RGB encodings tagged gbr
 MIN_TILE = 16  # --tile, input pixels: smaller tiles are all overlap
 
 
@@ -178,6 +179,12 @@ def _check_paths(src: Path, dst: Path, *, overwrite: bool) -> None:
     if dst.exists() and not overwrite:
         if dst.is_file() or any(dst.iterdir()):
             raise OutputError(f"{dst}: already exists; pass --overwrite to replace it")
+    if overwrite and dst.is_dir() and output_kind(dst) == "folder":
+        # --overwrite replaces a folder of frames as a whole: never one that holds anything else.
+        others = sorted(p.name for p in dst.iterdir() if not (p.is_file() and p.suffix.lower() == ".png"))
+        if others:
+            raise OutputError(f"{dst}: holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}, not only "
+                              "PNG frames; --overwrite replaces only a folder of frames, so choose another output")
     parent = dst.parent if dst.parent != Path("") else Path(".")
     if not parent.exists():
         raise OutputError(f"{parent}: the output's folder does not exist; create it first")

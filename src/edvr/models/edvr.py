@@ -59,8 +59,12 @@ class EDVRConfig:
     with_alignment: bool = True  # False: no PCD, each frame's L1 features go to fusion unaligned (an ablation)
 
     def __post_init__(self) -> None:
-        if self.num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+        for key in ("num_feat", "num_frames", "deformable_groups"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("num_extract_block", "num_reconstruct_block"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         c = self.center
         if not 0 <= c < self.num_frames:
             raise ValueError(f"center_frame_idx {c} is outside 0..{self.num_frames - 1}")

@@ -66,6 +66,10 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except RuntimeError as e:  # torch.save's writer reports a full disk or an I/O error as a RuntimeError
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write the checkpoint ({str(e).splitlines()[0][:200]}); check free space "
+                          "and resume with --resume auto") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
