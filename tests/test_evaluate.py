@@ -271,3 +271,12 @@ def test_saved_images_never_go_into_the_dataset(tmp_path):
         with pytest.raises(InputError, match="overlaps the dataset root"):
             _evaluate(model, "reds4", root, max_frames=1, save_dir=save)
     assert gt.read_bytes() == before
+
+
+def test_an_lq_frame_of_another_size_is_named(tmp_path):
+    root = _reds(tmp_path / "REDS", n=3)
+    odd = root / "train_sharp_bicubic/X4/000/00000001.png"
+    write_image(odd, np.zeros((8, 4, 3), np.float32))
+    model = EDVR(num_feat=8, num_extract_block=1, num_reconstruct_block=1, deformable_groups=2)
+    with pytest.raises(InputError, match=r"00000001.png: 4x8, but .*png is 4x4"):
+        _evaluate(model, "reds4", root, max_frames=1, clips=["000"])

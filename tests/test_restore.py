@@ -458,6 +458,7 @@ def test_bad_input_one_line_errors(tmp_path, model_file, capsys):
         ([str(src), "-o", str(tmp_path / "o.mp4"), "--padding", "mirror"], "padding"),
         ([str(src), "-o", str(tmp_path / "o.mp4"), "--batch", "0"], "--batch 0"),
         ([str(src), "-o", str(tmp_path / "o.mp4"), "--device", "gpu"], "--device gpu"),
+        ([str(src), "-o", str(tmp_path / "o.mp4"), "--device", "meta"], "--device meta"),
         ([str(src), "-o", str(tmp_path / "o.ts")], "not an output"),
         ([str(src), "-o", str(tmp_path / "o.mp4"), "--codec", "nonesuch"], "--codec nonesuch"),
         ([str(src), "-o", str(tmp_path / "o.mp4"), "--pix-fmt", "rgb24"], "--pix-fmt rgb24"),

@@ -506,7 +506,12 @@ class _Run:
             from edvr.data.frames import window_indices
 
             idx = window_indices(i, t, len(clip.lq), self.proto.padding)
-        frames = torch.stack([lq[j] for j in idx]).unsqueeze(0).to(self.device)
+        window = [lq[j] for j in idx]
+        for j, frame in zip(idx, window):
+            if frame.shape != window[0].shape:
+                raise InputError(f"{clip.lq[j]}: {frame.shape[2]}x{frame.shape[1]}, but {clip.lq[idx[0]]} is "
+                                 f"{window[0].shape[2]}x{window[0].shape[1]}; the LQ frames of a clip must have one size")
+        frames = torch.stack(window).unsqueeze(0).to(self.device)
         return forward(self.model, frames, self.mode)[0]
 
     def _score(self, clip: Clip, i: int, scored: list[int], finals: dict[str, torch.Tensor], lq: _FrameCache) -> None:

@@ -79,6 +79,8 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
         device = torch.device(name)
     except (RuntimeError, ValueError):
         raise InputError(f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"--device {name}: edvr runs on cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {name}: this PyTorch sees no CUDA GPU (torch {torch.__version__}); use --device cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
