@@ -137,3 +137,14 @@ def test_model_config_has_exactly_the_architecture_fields():
     ours = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
     arch = {f.name: f.default for f in dataclasses.fields(EDVRConfig) if f.name not in ("num_in_ch", "num_out_ch")}
     assert {k: v for k, v in ours.items() if k != "dcn_backend"} == arch
+
+
+def test_cli_overrides_may_follow_the_options(capsys):
+    """`edvr train CONFIG --print-config KEY=VALUE` once failed: unrecognized arguments."""
+    from edvr.cli import main
+
+    recipe = str(Path(__file__).parent.parent / "configs" / "tiny_cpu.yaml")
+    assert main(["train", recipe, "--print-config", "data.batch_size=3"]) == 0
+    assert "batch_size: 3" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", recipe, "--print-config", "--no-such-option"])
