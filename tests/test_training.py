@@ -490,3 +490,17 @@ def test_two_process_ddp_matches_one_process_with_the_same_total_batch(tmp_path)
     assert diff / norm < 1e-3
     for k, v in a["model"].items():
         torch.testing.assert_close(b["model"][k], v, atol=5 * 2e-3, rtol=0, msg=k)
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_error_and_leaves_nothing(tmp_path, monkeypatch):
+    """torch.save reports a full disk as a RuntimeError ("enforce fail at inline_container.cc"), once a traceback."""
+    from edvr.errors import OutputError
+    from edvr.training import checkpoint
+
+    def full_disk(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0\nmore")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    with pytest.raises(OutputError, match=r"iter_5.pt: cannot write the checkpoint \(\[enforce fail.*free space"):
+        checkpoint.atomic_torch_save({"a": 1}, tmp_path / "iter_5.pt")
+    assert not list(tmp_path.iterdir())

@@ -16,9 +16,11 @@ import pytest
 
 from edvr.errors import InputError, OutputError
 from edvr.inference.video_io import (
+    _UPRIGHT,
     SEGMENT_SUFFIX,
     SegmentWriter,
     _upright,
+    _video_to_array,
     display_turn,
     finalize_video,
     output_pix_fmt,
@@ -453,6 +455,43 @@ def test_untagged_source_is_encoded_as_players_read_the_output_untagged(tmp_path
     untagged = frame.reformat(format="rgb24", src_colorspace=matrix, src_color_range="MPEG").to_ndarray()
     centres = [(2 * i + 1) * width // 8 for i in range(4)]  # away from the patch edges, where chroma is shared
     assert np.abs(untagged[:, centres].astype(int) - image[:, centres]).max() <= 2
+
+
+def _first_luma(path: Path) -> int:
+    with av.open(str(path)) as c:
+        frame = next(c.decode(video=0))
+    plane = frame.planes[0]
+    dtype = np.uint16 if frame.format.components[0].bits > 8 else np.uint8
+    return int(np.frombuffer(plane, dtype).reshape(plane.height, -1)[8, 8])
+
+
+@pytest.mark.parametrize(("pix_fmt", "image", "luma"), [
+    ("yuv420p10le", np.full((16, 16, 3), 1.0, np.float32), 940),
+    ("yuv420p10le", np.full((16, 16, 3), 0.5, np.float32), 502),
+    ("yuv420p10le", np.full((16, 16, 3), 65535, np.uint16), 940),
+    ("yuv444p10le", np.full((16, 16, 3), 1.0, np.float32), 940),
+    ("yuv420p", np.full((16, 16, 3), 65535, np.uint16), 235),
+])
+def test_white_is_nominal_white_in_deep_video_both_ways(tmp_path: Path, pix_fmt: str, image: np.ndarray,
+                                                        luma: int) -> None:
+    """swscale maps 10-bit white (Y 940) to 16-bit RGB 65283, not 65535: uncorrected, 10-bit video read 0.4 % dark
+    and 16-bit white was written as Y 943 (and as 236 in 8 bits)."""
+    deep = "10" in pix_fmt
+    options = {"x265-params": "lossless=1:log-level=error"} if deep else {"qp": "0"}
+    with SegmentWriter(tmp_path / "w.nut", width=16, height=16, time_base=Fraction(1, 25), fps=Fraction(25),
+                       codec="libx265" if deep else "libx264", pix_fmt=pix_fmt, options=options) as writer:
+        writer.write(image, 0)
+    assert _first_luma(tmp_path / "w.nut") == luma
+    unit = image / 65535 if image.dtype == np.uint16 else image
+    assert np.abs(next(read_frames(tmp_path / "w.nut")).image - unit).max() < 1e-4
+
+
+def test_full_range_ten_bit_white_reads_as_one() -> None:
+    frame = av.VideoFrame(16, 16, "yuv420p10le")
+    for plane, code in zip(frame.planes, (1023, 512, 512)):
+        np.frombuffer(plane, dtype="<u2")[:] = code
+    frame.colorspace, frame.color_range = 1, 2
+    assert np.abs(_video_to_array(frame, True, _UPRIGHT) - 1).max() < 1e-6
 
 
 def test_start_skips_exactly(tmp_path: Path) -> None:

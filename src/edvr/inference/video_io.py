@@ -34,6 +34,7 @@ output, so the picture keeps its shape.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import math
@@ -388,13 +389,40 @@ def _first_frame(container: av.container.InputContainer, stream: av.video.stream
     return None
 
 
+@functools.lru_cache(maxsize=32)
+def _rgb48_white(pix_fmt: str, colorspace: int, color_range: int, src_colorspace: Colorspace | None) -> int:
+    """The 16-bit RGB level that swscale gives a deep format's nominal white, and takes for it on the way back.
+
+    It is not 65535: for YUV deeper than 8 bits swscale scales to 16 bits as if by a shift (measured with FFmpeg 8:
+    10-bit limited-range white, Y 940, gives 65283; full-range Y 1023 gives 65472), the same gain on every level. So
+    reading divides by this level and writing multiplies by it, and white is 1.0 both ways, as in the 8-bit path.
+    Found by converting a flat frame of that white; 65535 for layouts other than planar little-endian."""
+    fmt = av.VideoFormat(pix_fmt)
+    planes = [c.plane for c in fmt.components]
+    if len(set(planes)) != len(planes) or not pix_fmt.endswith("le") or _format_bits(fmt) <= 8:
+        return 65535
+    probe = av.VideoFrame(16, 16, pix_fmt)
+    for c in fmt.components:
+        top = (1 << c.bits) - 1
+        if c.is_luma:
+            code = top if color_range == 2 else 235 << (c.bits - 8)
+        else:  # (PyAV's is_chroma is 0 for 4:4:4 chroma)
+            code = top if c.is_alpha or fmt.is_rgb else 1 << (c.bits - 1)
+        np.frombuffer(probe.planes[c.plane], dtype="<u2")[:] = code
+    probe.colorspace, probe.color_range = colorspace, color_range
+    kwargs = {} if src_colorspace is None else {"src_colorspace": src_colorspace}
+    return int(probe.to_ndarray(format="rgb48le", interpolation=_SWS_FLAGS, **kwargs)[8, 8, 1])
+
+
 def _video_to_array(frame: av.VideoFrame, deep: bool, turn: Turn) -> np.ndarray:
     kwargs: dict[str, Any] = {"interpolation": _SWS_FLAGS}
     if not frame.format.is_rgb and frame.colorspace == 2:  # unspecified: the players' HD rule, see module doc
         kwargs["src_colorspace"] = (Colorspace.ITU709 if frame.width >= 1280 or frame.height > 576
                                     else Colorspace.ITU601)
     if deep:
-        image = frame.to_ndarray(format="rgb48le", **kwargs).astype(np.float32) / np.float32(65535)
+        white = _rgb48_white(frame.format.name, int(frame.colorspace), int(frame.color_range),
+                             kwargs.get("src_colorspace"))
+        image = np.minimum(frame.to_ndarray(format="rgb48le", **kwargs).astype(np.float32) / np.float32(white), 1)
     else:
         image = frame.to_ndarray(format="rgb24", **kwargs).astype(np.float32) / np.float32(255)
     return _upright(image, turn)
@@ -718,6 +746,8 @@ class SegmentWriter:
         if not fmt.is_rgb and self._matrix is Colorspace.ITU709 and codes["colorspace"] != 1:
             codes["colorspace"] = 1  # a matrix swscale cannot do was replaced by BT.709: tag the truth
         self._pix_fmt = pix_fmt
+        # The 16-bit RGB level that becomes this format's white (see _rgb48_white): 1.0 and 65535 are written as it.
+        self._white = 65535 if fmt.is_rgb else _rgb48_white(pix_fmt, codes["colorspace"], codes["color_range"], None)
         self._subsample = _ChromaSubsampler(width, height, pix_fmt, self._matrix, self._range) if subsampled else None
 
         enc_options = {"crf": str(crf)} if codec in _CRF_CODECS else {}
@@ -764,14 +794,13 @@ class SegmentWriter:
             raise ValueError(f"pts {pts} does not increase (previous {self._last_pts})")
         if image.dtype == np.uint8:
             rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        elif image.dtype == np.uint16:
-            rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(image).astype("<u2"), format="rgb48le")
-        elif self._deep:
-            arr = (np.clip(image, 0.0, 1.0) * 65535.0 + 0.5).astype("<u2")
-            rgb = av.VideoFrame.from_ndarray(arr, format="rgb48le")
         else:
-            arr = quantize8(image)
-            rgb = av.VideoFrame.from_ndarray(arr, format="rgb24")
+            unit = image.astype(np.float32) / np.float32(65535) if image.dtype == np.uint16 else image
+            if self._deep:
+                arr = (np.clip(unit, 0, 1) * np.float32(self._white) + np.float32(0.5)).astype("<u2")
+                rgb = av.VideoFrame.from_ndarray(arr, format="rgb48le")
+            else:  # rgb24 is exact; swscale's rgb48 -> 8-bit YUV put 16-bit white at Y 236
+                rgb = av.VideoFrame.from_ndarray(quantize8(unit), format="rgb24")
         if self._subsample is not None:
             frame = self._subsample(rgb)
         else:

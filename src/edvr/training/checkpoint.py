@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edvr.errors import CheckpointError
+from edvr.errors import CheckpointError, OutputError
 
 FORMAT = "edvr-train-state"
 VERSION = 1
