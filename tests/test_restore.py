@@ -579,6 +579,22 @@ def test_mixed_sizes_in_a_folder_is_an_input_error(tmp_path, model_file):
         restore_video(src, tmp_path / "out", model_file, device="cpu", quiet=True)
 
 
+def test_a_bad_frame_in_a_folder_stops_with_nothing_published_and_resumes_once_fixed(tmp_path, model_file):
+    """A folder's bad file is the user's to fix: before, the frames before it were published as the output, and the
+    rerun after the fix was refused (the output existed) with the work folder gone."""
+    src = tmp_path / "frames"
+    frame_folder(src, real_frames(40, 16), prefix="")
+    good = (src / "33.png").read_bytes()
+    (src / "33.png").write_bytes(b"not a png")
+    dst = tmp_path / "out"
+    with pytest.raises(InputError, match=r"33.png.*rerun with --resume"):
+        restore_video(src, dst, model_file, device="cpu", quiet=True, segment_frames=16)
+    assert not dst.exists() and work_dir_for(dst).is_dir()
+    (src / "33.png").write_bytes(good)
+    result = restore_video(src, dst, model_file, device="cpu", quiet=True, segment_frames=16, resume=True)
+    assert result.frames == 40 and result.resumed_frames == 16 and len(list(dst.iterdir())) == 40
+
+
 def test_ensemble_in_restore_equals_the_evaluation_ensemble():
     from edvr.evaluation.ensemble import ensemble_forward
 

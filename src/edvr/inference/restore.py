@@ -307,8 +307,9 @@ def _remove(path: Path) -> None:
 
 
 class _Reader:
-    """Wraps ``read_frames``: remembers each frame's pts and name, and turns a mid-stream failure into an end of
-    stream plus a remembered error (what decoded is still restored)."""
+    """Wraps ``read_frames``: remembers each frame's pts and name, and turns a mid-stream failure of a video into an
+    end of stream plus a remembered error (what decoded is still restored). In a folder of frames a bad file is the
+    user's to fix: the run stops there, with its finished segments kept for ``--resume``."""
 
     def __init__(self, src: Path, start: int, stop: int | None, end_file: Path) -> None:
         self.frames: dict[int, video_io.Frame] = {}
@@ -320,6 +321,7 @@ class _Reader:
         self._it = video_io.read_frames(src, start=start, stop=None if stop is None else stop + 1)
         self._stop = stop
         self._end_file = end_file
+        self._folder = src.is_dir()
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         last = None
@@ -334,6 +336,8 @@ class _Reader:
                 self.empty = False
                 yield frame.index, frame.image
         except InputError as e:
+            if self._folder:
+                raise InputError(f"{e}; fix or remove it, then rerun with --resume to go on from there") from None
             self.error = str(e)
         finally:
             self._it.close()
