@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from edvr.errors import InputError
+from edvr.errors import InputError, OutputError
 from edvr.evaluation import command
 from edvr.evaluation.evaluate import FrameOutputs, Result, Scores
 from edvr.evaluation.report import compare, crops_panel, draw_text, markdown, plot_psnr, write_report
@@ -163,3 +163,21 @@ def test_edvr_eval_command_end_to_end(tmp_path, capsys):
     bad.command = "eval"
     with pytest.raises(InputError, match="unknown protocol"):
         command.run(bad)
+    # Output paths of the wrong kind are refused before the evaluation, not after it.
+    for flag, path, message in [("--json", tmp_path / "rep", "is a folder; --json names a file"),
+                                ("--report", tmp_path / "r.json", "is a file; --report names a folder")]:
+        late = parser.parse_args(["--model", str(tmp_path / "missing.pth"), "--protocol", "reds4", "--root", str(root),
+                                  flag, str(path)])
+        late.command = "eval"
+        with pytest.raises(OutputError, match=message):  # before the model is even loaded
+            command.run(late)
+
+
+def test_scores_named_like_numbers_survive_json():
+    """"inf" and "nan" are written for infinite/undefined scores; frame names that read so stayed strings only since."""
+    s = Scores()
+    s.add("000", "inf", float("inf"), None)
+    s.add("000", "nan", 30.0, None)
+    back = Result.from_json(Result("reds4", "summary", "inf", {"edvr": s}, {}).to_json())
+    assert back.methods["edvr"].frames["000"] == ["inf", "nan"] and back.model == "inf"
+    assert back.methods["edvr"].psnr["000"] == [float("inf"), 30.0]

@@ -113,6 +113,19 @@ def test_restore_frames_generator_and_short_streams():
             assert np.array_equal(outs[c], naive(model, frames, c).permute(1, 2, 0).numpy())
 
 
+def test_restore_frames_takes_integer_frames_as_decoders_give_them():
+    """uint8 frames (PyAV, OpenCV, imageio) were fed to the model as 0..255 and came out all white."""
+    model = tiny_model()
+    frames = [np.rint(np.random.default_rng(i).random((9, 11, 3)) * 255).astype(np.uint8) for i in range(4)]
+    unit = [f.astype(np.float32) / 255 for f in frames]
+    expected = list(restore_frames(unit, model, device="cpu"))
+    for given in (frames, [f.astype(np.uint16) * 257 for f in frames], [torch.from_numpy(f) for f in frames]):
+        got = list(restore_frames(given, model, device="cpu"))
+        assert max(np.abs(g - e).max() for g, e in zip(got, expected)) < 1e-6
+    with pytest.raises(InputError, match=r"a frame of shape \(9, 11\): frames are \(height, width, 3\) RGB"):
+        list(restore_frames([f[..., 0] for f in frames], model, device="cpu"))
+
+
 def test_video_keeps_audio_timestamps_and_frame_count(tmp_path, model_file):
     src = make_clip(tmp_path / "in.mp4", list(range(0, 40 * 512, 512)), Fraction(1, 12800), audio="aac")
     dst = tmp_path / "out.mp4"
@@ -229,6 +242,19 @@ class Interrupt:
                 self.fired = True
                 raise KeyboardInterrupt
             yield frame
+
+
+def test_resume_with_another_in_memory_model_is_refused(tmp_path, monkeypatch):
+    """Two in-memory models of one architecture were the same model to resume: the output mixed them silently."""
+    src = make_clip(tmp_path / "in.mp4", list(range(40)), Fraction(1, 25))
+    dst = tmp_path / "out.mkv"
+    monkeypatch.setattr(video_io, "read_frames", Interrupt(after=30))
+    with pytest.raises(KeyboardInterrupt):
+        restore_video(src, dst, tiny_model(0), device="cpu", segment_frames=16, quiet=True)
+    with pytest.raises(OutputError, match="cannot resume: the earlier run differs in model"):
+        restore_video(src, dst, tiny_model(1), device="cpu", segment_frames=16, quiet=True, resume=True)
+    result = restore_video(src, dst, tiny_model(0), device="cpu", segment_frames=16, quiet=True, resume=True)
+    assert result.resumed_frames == 16
 
 
 def test_resume_after_interrupt_equals_uninterrupted(tmp_path, model_file, monkeypatch):

@@ -71,9 +71,11 @@ def _eval(args: argparse.Namespace) -> int:
     for b in baselines:
         if b not in BASELINES:
             raise InputError(f"--baselines {b}: unknown; choose from {', '.join(BASELINES)} or none")
-    for flag, path in (("--json", args.json), ("--report", args.report)):
-        if path and Path(path).parent and not Path(path).expanduser().resolve().parent.is_dir():
+    for flag, path, kind in (("--json", args.json, "file"), ("--report", args.report, "folder")):
+        if path and not Path(path).expanduser().resolve().parent.is_dir():
             raise OutputError(f"{path}: its folder does not exist; create it or pick another {flag} path")
+        if path and Path(path).expanduser().exists() and Path(path).expanduser().is_dir() != (kind == "folder"):
+            raise OutputError(f"{path}: is a {'folder' if kind == 'file' else 'file'}; {flag} names a {kind}")
     device = pick_device(args.device)
     model = load_model(args.model, device=device)
     stage2 = load_model(args.stage2, device=device) if args.stage2 else None

@@ -77,7 +77,8 @@ class Scores:
     def from_dict(cls, d: dict) -> Scores:
         s = cls()
         for c, v in d["clips"].items():
-            s.frames[c], s.psnr[c], s.ssim[c] = list(v["frames"]), list(v["psnr"]), list(v.get("ssim", []))
+            s.frames[c] = list(v["frames"])  # names, kept as written (a frame may be called "inf")
+            s.psnr[c], s.ssim[c] = _unfinite(list(v["psnr"])), _unfinite(list(v.get("ssim", [])))
         return s
 
 
@@ -117,7 +118,7 @@ class Result:
 
     @classmethod
     def from_json(cls, text: str) -> Result:
-        d = _unfinite(json.loads(text))
+        d = json.loads(text)  # scores "inf"/"nan" are read back by Scores.from_dict
         return cls(protocol=d["protocol"], protocol_summary=d["protocol_summary"], model=d["model"],
                    methods={k: Scores.from_dict(v) for k, v in d["methods"].items()}, settings=d.get("settings", {}),
                    complete=d.get("complete", True), published=d.get("published", []))
@@ -129,7 +130,7 @@ class Result:
             return cls.from_json(p.read_text())
         except FileNotFoundError:
             raise InputError(f"{p}: no such file; pass a JSON written by edvr eval --json") from None
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise InputError(f"{p}: not an edvr eval result ({e}); pass a JSON written by edvr eval --json") from None
 
     def table(self, max_clip_rows: int = 30) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 
 from edvr.errors import InputError
 from edvr.evaluation.evaluate import FrameOutputs, Result, Scores
+from edvr.files import write_atomic
 
 # ------------------------------------------------------------------------------------------------ drawing
 # 5x7 glyphs, one string of 7 rows of 5 bits each. Lower case is drawn as upper case.
@@ -304,14 +305,14 @@ def markdown(result: Result, images: Sequence[str] = ()) -> str:
 
 def write_report(result: Result, out_dir: str | Path, frames: Sequence[FrameOutputs] = ()) -> list[Path]:
     """``report.md``, ``psnr.png`` and ``crops_<clip>.png`` for each given frame under ``out_dir``; returns paths."""
-    out = Path(out_dir)
+    out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     written = [plot_psnr(result, out / "psnr.png")]
     for f in frames:
         safe = f.clip.replace("/", "_")
         written.append(crops_for_frame(f, out / f"crops_{safe}.png", protocol=result.protocol))
     md = out / "report.md"
-    md.write_text(markdown(result, [p.name for p in written]))
+    write_atomic(md, markdown(result, [p.name for p in written]))
     return [md, *written]
 
 

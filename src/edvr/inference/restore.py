@@ -12,6 +12,7 @@ appears under the output name, replacing an older one (``overwrite``), only once
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -133,7 +134,8 @@ def restore_frames(
     dcn_backend: str | None = None,
     batch: int = 1,
 ) -> Iterator[np.ndarray]:
-    """Restore a stream of ``(H, W, 3)`` float RGB frames in [0, 1]; yields the restored frames in order.
+    """Restore a stream of ``(H, W, 3)`` RGB frames (float in [0, 1], or uint8 / uint16 as decoders give them); yields
+    the restored frames in order, float32 in [0, 1].
 
     For embedding in other pipelines: memory stays bounded whatever the length of the stream.
     """
@@ -491,12 +493,17 @@ def restore_video(
 
 def _model_id(net: EDVR) -> str | dict:
     """What a resumed run must find again: a loaded file by its resolved path, size and time (a checkpoint replaced
-    under the same name is another model), an in-memory model by its description."""
+    under the same name is another model), an in-memory model by its description and a hash of its weights."""
     path = getattr(net, "source_path", None)
     if path is not None and path.is_file():
         st = path.stat()
         return {"file": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    return str(getattr(net, "source", None) or f"in-memory {type(net).__name__} {net.config}")
+    digest = hashlib.sha256()
+    for name, tensor in net.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return {"model": str(getattr(net, "source", None) or f"in-memory {type(net).__name__} {net.config}"),
+            "weights_sha256": digest.hexdigest()}
 
 
 def _chain(restorers: list[WindowRestorer], frames: Iterable[tuple[int, np.ndarray]], start: int, stop: int | None):

@@ -56,9 +56,17 @@ def plan_tiles(height: int, width: int, tile: int | None, overlap: int, multiple
 
 
 def to_tensor(image: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``(H, W, 3)`` float in [0, 1] (numpy or torch) -> ``(1, 3, H, W)`` float32 on ``device``."""
-    t = torch.from_numpy(np.ascontiguousarray(image)) if isinstance(image, np.ndarray) else image
-    return t.to(device=device, dtype=torch.float32).permute(2, 0, 1).unsqueeze(0).contiguous()
+    """``(H, W, 3)`` RGB (numpy or torch): float in [0, 1], or uint8 / uint16 (scaled to [0, 1]) -> ``(1, 3, H, W)``
+    float32 on ``device``."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(f"a frame of shape {tuple(image.shape)}: frames are (height, width, 3) RGB arrays")
+    if isinstance(image, np.ndarray):
+        if image.dtype in (np.uint8, np.uint16):  # the integer frames decoders give
+            image = image.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
+        image = torch.from_numpy(np.ascontiguousarray(image))
+    elif image.dtype == torch.uint8:
+        image = image.float() / 255
+    return image.to(device=device, dtype=torch.float32).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
 def to_image(out: torch.Tensor) -> np.ndarray:
