@@ -148,3 +148,10 @@ def test_cli_overrides_may_follow_the_options(capsys):
     assert "batch_size: 3" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["train", recipe, "--print-config", "--no-such-option"])
+    with pytest.raises(SystemExit):
+        main(["--threads", "abc", "models"])
+    assert "--threads: 'abc': not an integer" in capsys.readouterr().err
+    from edvr.training.command import main as module_main  # python -m edvr.training.command: the same parsing
+
+    assert module_main([recipe, "--print-config", "data.batch_size=4"]) == 0
+    assert "batch_size: 4" in capsys.readouterr().out

@@ -82,7 +82,7 @@ def test_sizes_must_fit_the_model(tmp_path):
             export_onnx(tiny_model(), tmp_path / "x.onnx", **{"height": 32, "width": 32, **kwargs})
 
 
-def test_export_never_replaces_a_file_unasked(tmp_path, capsys):
+def test_export_never_replaces_a_file_unasked(tmp_path, capsys, monkeypatch):
     """`edvr export -m m.safetensors -o m.safetensors` once replaced the weights with the ONNX graph."""
     from edvr.cli import main
     from edvr.models.convert import save_checkpoint
@@ -99,3 +99,8 @@ def test_export_never_replaces_a_file_unasked(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and message in err, err
     assert weights.read_bytes() == before and other.read_bytes() == b"keep"
+    # A bare name found in the weights folder is the same file too.
+    monkeypatch.setenv("EDVR_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path.parent)
+    assert main(["export", "-m", weights.name, "-o", str(weights), "--no-check", "--overwrite"]) == 2
+    assert "is the model being exported" in capsys.readouterr().err and weights.read_bytes() == before

@@ -230,6 +230,15 @@ def test_prepare_errors(tmp_path):
     # Nothing to write is an error, and nothing is recorded: a rerun with more frames is not "done before".
     with pytest.raises(InputError, match=r"--max-frames 0: must be positive"):
         prep.prepare(video, tmp_path / "few", layout="reds", max_frames=0, log=None)
-    with pytest.raises(InputError, match=r"clip.mkv: too few frames for one 7-frame clip"):
+    with pytest.raises(InputError, match=r"clip.mkv: too few frames for one 7-frame clip; use longer sources"):
         prep.prepare(video, tmp_path / "few", layout="vimeo90k", log=None)
     assert not list((tmp_path / "few").rglob("*.json"))
+    # Among others a short source is skipped with a line, unrecorded; a --max-frames below the length is named.
+    (tmp_path / "many").mkdir()
+    write_video(tmp_path / "many" / "a.mkv", synthetic_frames(8))
+    write_video(tmp_path / "many" / "b.mkv", synthetic_frames(3))
+    lines: list[str] = []
+    assert prep.prepare(tmp_path / "many", tmp_path / "vim", layout="vimeo90k", log=lines.append) == ["00001/0001"]
+    assert any("b.mkv: too few frames" in line and "skipped" in line for line in lines)
+    with pytest.raises(InputError, match=r"within --max-frames 5; use longer sources or a larger --max-frames"):
+        prep.prepare(tmp_path / "many", tmp_path / "vim5", layout="vimeo90k", max_frames=5, log=None)

@@ -751,3 +751,6 @@ def test_overwrite_replaces_only_a_folder_of_frames(tmp_path, model_file, capsys
     frames = tmp_path / "frames"
     assert main([*args, "-o", str(frames)]) == 0 and main([*args, "-o", str(frames)]) == 0  # its own output: replaced
     assert len(list(frames.iterdir())) == 3
+    (tmp_path / "Makefile").write_text("all:")  # a file named like a folder output
+    assert main([*args, "-o", str(tmp_path / "Makefile")]) == 2
+    assert "is a file" in capsys.readouterr().err and (tmp_path / "Makefile").read_text() == "all:"

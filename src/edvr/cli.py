@@ -29,7 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value}: give 1 or more")
     return value
@@ -77,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"edvr {args.command}: interrupted", file=sys.stderr)
         return 130
-    except OSError as e:  # a refusal of the file system that the command did not foresee: read-only, full, not a folder
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"edvr {args.command}: error: {where}{e.strerror or e}; check the path, its permissions and free space",
-              file=sys.stderr)
+    except BrokenPipeError:  # the reader of our output went away (`edvr models | head`)
+        return 1
+    except OSError as e:  # one the command did not foresee: a read-only or full disk, a path through a file
+        if e.filename is None:
+            raise
+        print(f"edvr {args.command}: error: {e.filename}: {e.strerror or e}; check the path, its permissions and free "
+              "space", file=sys.stderr)
         return 1

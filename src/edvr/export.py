@@ -136,7 +136,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--width", type=int, default=64, help="example input width (input pixels; default 64)")
     parser.add_argument("--batch", type=int, default=1, help="example batch size (default 1)")
     parser.add_argument("--dynamic", action="store_true", help="free batch, height and width in the graph")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= 16; default {DEFAULT_OPSET})")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, 16 to {MAX_OPSET} (default {DEFAULT_OPSET})")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
@@ -148,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.model).expanduser().is_file() and out.exists() and out.resolve() == Path(args.model).resolve():
         raise OutputError(f"{args.output}: is the model being exported; choose another name")
     model = load_model(args.model, device="cpu", dcn_backend="torch")
+    if out.exists() and out.resolve() == getattr(model, "source_path", None):  # a name found in the weights folder
+        raise OutputError(f"{args.output}: is the model being exported; choose another name")
     if args.frames is not None and args.frames != model.config.num_frames:
         raise InputError(f"--frames {args.frames}: this model takes {model.config.num_frames} frames per window")
     check = not args.no_check

@@ -121,6 +121,8 @@ def prepare(
                 raise InputError(f"{source.path} and {seen[source.name]}: both would be clip {source.name}; rename one")
             seen[source.name] = source.path
     names: list[str] = []
+    short: list[Path] = []
+    limit = f" within --max-frames {max_frames}" if max_frames is not None and length and max_frames < length else ""
     for source in sources:
         marker = markers / f"{source.name}-{hashlib.sha1(str(source.path.resolve()).encode()).hexdigest()[:10]}.json"
         done = known.get(marker.name, {})
@@ -146,14 +148,20 @@ def prepare(
         if number is None:
             number, next_number = next_number, next_number + 1
         clips = _prepare_source(source, number, len(names), paths, length, max_frames, scale, degradation)
-        if not clips:  # recorded, it would be skipped as done when the user reruns with more frames
-            raise InputError(f"{source.path}: too few frames for one {length or 1}-frame clip; use a longer source")
+        if not clips:  # not recorded: a rerun with more frames must not skip it as done
+            short.append(source.path)
+            if log:
+                log(f"{source.path}: too few frames for one {length or 1}-frame clip{limit}, skipped")
+            continue
         names += clips
         markers.mkdir(parents=True, exist_ok=True)
         record = {"source": str(source.path), "options": options, "number": number, "clips": clips}
         _write_atomic(marker, json.dumps(record).encode())
         if log:
             log(f"{source.path}: {len(clips)} {'sequences' if layout == 'vimeo90k' else 'clips'}")
+    if short and not names:
+        raise InputError(f"{short[0]}{' and the others' if len(short) > 1 else ''}: too few frames for one "
+                         f"{length or 1}-frame clip{limit}; use longer sources" + (" or a larger --max-frames" if limit else ""))
     if layout == "vimeo90k":  # every sequence of this split in OUT, from earlier runs too
         list_name = "sep_trainlist.txt" if split == "train" else "sep_testlist.txt"
         same = ("layout", "split", "scale")

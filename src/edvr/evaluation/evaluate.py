@@ -429,10 +429,11 @@ def evaluate(
 
     save = Path(save_dir).expanduser() if save_dir is not None else None
     if save is not None:
-        a, b = save.resolve(), Path(root).expanduser().resolve()
-        if a == b or b in a.parents or a in b.parents:
-            raise InputError(f"{save_dir}: overlaps the dataset root {root}; its frames would be overwritten, so "
-                             "write the images (--save-images) to a folder outside it")
+        data = Path(root).expanduser().resolve()
+        inside = [c.name for c in all_clips if (save / c.name).resolve().is_relative_to(data)]
+        if inside:
+            raise InputError(f"{save_dir}: images for clip {inside[0]} would go inside the dataset root {root}, over its"
+                             " frames; write them (--save-images) to a folder outside it")
     total_frames = sum(len(c.scored[:max_frames] if max_frames else c.scored) for c in all_clips)
     run = _Run(proto, model, stage2, mode, device, methods, main, compute_ssim, save, on_frame,
                _progress(total_frames, proto.name, progress))

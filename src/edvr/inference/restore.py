@@ -183,6 +183,9 @@ def _check_paths(src: Path, dst: Path, *, overwrite: bool) -> None:
     if dst.exists() and not overwrite:
         if dst.is_file() or any(dst.iterdir()):
             raise OutputError(f"{dst}: already exists; pass --overwrite to replace it")
+    if overwrite and dst.exists() and not dst.is_dir() and output_kind(dst) == "folder":
+        raise OutputError(f"{dst}: is a file, and the output is a folder of frames (a name without an extension); "
+                          "choose another output")
     if overwrite and dst.is_dir() and output_kind(dst) == "folder":
         # --overwrite replaces a folder of frames as a whole: never one that holds anything else.
         others = sorted(p.name for p in dst.iterdir() if not (p.is_file() and p.suffix.lower() == ".png"))

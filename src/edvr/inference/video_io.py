@@ -753,7 +753,7 @@ class SegmentWriter:
         enc_options = {"crf": str(crf)} if codec in _CRF_CODECS else {}
         if codec == "libx265":
             enc_options["x265-params"] = f"log-level=error:pools={ENCODER_THREADS}:frame-threads=1"
-        if codec == "libx264":
+        if codec in ("libx264", "libx264rgb"):
             # x264's macroblock-tree lookahead gives other bytes from run to run for the same pictures, so a resumed
             # run would not rebuild the same file. Measured with `edvr restore` (the same frames and encoder input,
             # hashed): 208x144 output 3 different files in 12 runs, 704x576 3 in 8; with mbtree=0 one file in 12

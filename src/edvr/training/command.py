@@ -44,16 +44,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edvr.errors import EdvrError
+    """``python -m edvr.training.command ...``: the same as ``edvr train ...``."""
+    from edvr.cli import main as cli_main
 
-    parser = argparse.ArgumentParser(prog="edvr train", description="train EDVR from a recipe")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except EdvrError as e:
-        print(f"edvr train: error: {e}", file=sys.stderr)
-        return e.exit_code
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
