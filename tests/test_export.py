@@ -93,8 +93,9 @@ def test_export_never_replaces_a_file_unasked(tmp_path, capsys, monkeypatch):
     before = weights.read_bytes()
     other = tmp_path / "other.onnx"
     other.write_bytes(b"keep")
-    for out, extra, message in [(weights, [], "is the model being exported"), (weights, ["--overwrite"], "being exported"),
-                                (other, [], "already exists"), (tmp_path, [], "is a folder")]:
+    cases = [(weights, [], "is the model being exported"), (weights, ["--overwrite"], "being exported"),
+             (other, [], "already exists"), (tmp_path, [], "is a folder")]
+    for out, extra, message in cases:
         assert main(["export", "-m", str(weights), "-o", str(out), "--no-check", *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and message in err, err

@@ -58,7 +58,8 @@ def _module(module_name: str):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and getattr(args, "overrides", None) is not None and all("=" in e and not e.startswith("-") for e in extra):
+    overrides = getattr(args, "overrides", None)
+    if extra and overrides is not None and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides += extra  # `edvr train CONFIG --resume auto KEY=VALUE`: overrides after an option
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -136,7 +136,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--width", type=int, default=64, help="example input width (input pixels; default 64)")
     parser.add_argument("--batch", type=int, default=1, help="example batch size (default 1)")
     parser.add_argument("--dynamic", action="store_true", help="free batch, height and width in the graph")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, 16 to {MAX_OPSET} (default {DEFAULT_OPSET})")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset, 16 to {MAX_OPSET} (default {DEFAULT_OPSET})")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 

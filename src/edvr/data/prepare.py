@@ -161,7 +161,8 @@ def prepare(
             log(f"{source.path}: {len(clips)} {'sequences' if layout == 'vimeo90k' else 'clips'}")
     if short and not names:
         raise InputError(f"{short[0]}{' and the others' if len(short) > 1 else ''}: too few frames for one "
-                         f"{length or 1}-frame clip{limit}; use longer sources" + (" or a larger --max-frames" if limit else ""))
+                         f"{length or 1}-frame clip{limit}; use longer sources"
+                         + (" or a larger --max-frames" if limit else ""))
     if layout == "vimeo90k":  # every sequence of this split in OUT, from earlier runs too
         list_name = "sep_trainlist.txt" if split == "train" else "sep_testlist.txt"
         same = ("layout", "split", "scale")

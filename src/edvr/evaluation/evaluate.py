@@ -432,8 +432,8 @@ def evaluate(
         data = Path(root).expanduser().resolve()
         inside = [c.name for c in all_clips if (save / c.name).resolve().is_relative_to(data)]
         if inside:
-            raise InputError(f"{save_dir}: images for clip {inside[0]} would go inside the dataset root {root}, over its"
-                             " frames; write them (--save-images) to a folder outside it")
+            raise InputError(f"{save_dir}: images for clip {inside[0]} would go inside the dataset root {root}, over "
+                             "its frames; write them (--save-images) to a folder outside it")
     total_frames = sum(len(c.scored[:max_frames] if max_frames else c.scored) for c in all_clips)
     run = _Run(proto, model, stage2, mode, device, methods, main, compute_ssim, save, on_frame,
                _progress(total_frames, proto.name, progress))
@@ -512,7 +512,8 @@ class _Run:
         for j, frame in zip(idx, window):
             if frame.shape != window[0].shape:
                 raise InputError(f"{clip.lq[j]}: {frame.shape[2]}x{frame.shape[1]}, but {clip.lq[idx[0]]} is "
-                                 f"{window[0].shape[2]}x{window[0].shape[1]}; the LQ frames of a clip must have one size")
+                                 f"{window[0].shape[2]}x{window[0].shape[1]}; the LQ frames of a clip must have one "
+                                 "size")
         frames = torch.stack(window).unsqueeze(0).to(self.device)
         return forward(self.model, frames, self.mode)[0]
 

@@ -4,10 +4,10 @@ Reading: :func:`probe` describes a video file or a folder of frames, :func:`read
 (presentation) order as float32 RGB in [0, 1]. Sources deeper than 8 bits go through 16-bit RGB, so 10-bit values
 are not quantised to 8 bits. Untagged YUV is decoded with BT.709 when the picture is HD (width >= 1280 or height >
 576) and BT.601 otherwise (the players' convention); :class:`SegmentWriter` encodes an untagged source with the
-matrix that convention gives the output's size (an x4 output of SD video is HD) and always tags the matrix it used, so
-the output looks the same as the input whether or not the player reads the tag. Subsampled chroma is read where the decoder says it
-sits (left-sited for untagged H.264/HEVC) and written left-sited, where decoders assume it: colour edges stay on
-their luma edges (``tests/test_video_io.py`` measures both).
+matrix that convention gives the output's size (an x4 output of SD video is HD) and always tags the matrix it used,
+so the output looks the same as the input whether or not the player reads the tag. Subsampled chroma is read where
+the decoder says it sits (left-sited for untagged H.264/HEVC) and written left-sited, where decoders assume it:
+colour edges stay on their luma edges (``tests/test_video_io.py`` measures both).
 
 Writing: the restored video is written as independently encoded *segments* (NUT files) that
 :func:`finalize_video` joins, without re-encoding, into the final container together with the source's audio and
