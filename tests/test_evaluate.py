@@ -220,6 +220,8 @@ def test_vimeo90k_t_scores_the_centre_frame_of_each_listed_septuplet(tmp_path):
     fast = _evaluate(stub, "vimeo90k-t:fast", tmp_path, baselines=(), compute_ssim=False)
     assert fast.clips == ["00002/0007"] and fast.protocol == "vimeo90k-t:fast"
     assert not result.complete and fast.complete  # 2 of the 7824 test septuplets; the subset's list is its own
+    # --clips naming every clip is the whole set (it was marked partial)
+    assert _evaluate(stub, "vimeo90k-t:fast", tmp_path, baselines=(), compute_ssim=False, clips=["00002/0007"]).complete
     with pytest.warns(UserWarning, match="2 sequences listed, the full test set has 7824"):
         evaluate(stub, "vimeo90k-t", tmp_path, baselines=(), compute_ssim=False)
     with pytest.raises(InputError, match="7 frames"):

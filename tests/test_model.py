@@ -100,7 +100,7 @@ def test_reference_outputs_reproduced_through_every_format(name, fmt, tmp_path):
         path = save_training_state({**state, "optimizer": {}}, tmp_path / "checkpoints", 100, keep=1)
     else:
         torch.save(sd, path)
-    model = edvr.load_model(path, dcn_backend="torch")
+    model = edvr.load_model(path, dcn_backend="torch", device="auto")  # "auto" as restore takes it (CPU here)
     assert not model.training
     err = (run(model, fx["input"]) - fx["output"]).abs().max().item()
     assert err < 1e-4, f"{name} via {fmt}: max abs error {err}"

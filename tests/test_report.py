@@ -181,3 +181,14 @@ def test_scores_named_like_numbers_survive_json():
     back = Result.from_json(Result("reds4", "summary", "inf", {"edvr": s}, {}).to_json())
     assert back.methods["edvr"].frames["000"] == ["inf", "nan"] and back.model == "inf"
     assert back.methods["edvr"].psnr["000"] == [float("inf"), 30.0]
+
+
+def test_compare_leaves_out_frames_with_infinite_psnr():
+    """Two results with the same perfect frame once compared as +nan on that clip and on the protocol."""
+    inf = float("inf")
+    a = _result("A", {"000": [inf, 30.0], "011": [28.0]})
+    b = _result("B", {"000": [inf, 31.0], "011": [29.0]})
+    text = compare(a, b)
+    rows = {line.split()[0]: line.split() for line in text.splitlines()[4:] if not line.startswith("note")}
+    assert rows["000"][3] == "+1.000" and rows["reds4"][3] == "+1.000"
+    assert "note: 1 shared frames left out: infinite PSNR" in text and "nan" not in text

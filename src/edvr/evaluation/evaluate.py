@@ -367,7 +367,7 @@ def evaluate(
     (~1e-3 relative), which the published numbers did not; the switches are restored afterwards.
     """
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    complete = clips is None
+    complete = True
     cfg = model.config
     if cfg.scale != proto.scale:
         fits = [p for p in _protocol_names() if get_protocol(p).scale == cfg.scale]
@@ -395,6 +395,7 @@ def evaluate(
         if unknown:
             known = ", ".join(c.name for c in all_clips)
             raise InputError(f"{', '.join(unknown)}: not clips of {proto.name} ({known}); check --clips")
+        complete = complete and set(clips) >= {c.name for c in all_clips}  # naming every clip is the whole set
         all_clips = [c for c in all_clips if c.name in clips]
     if proto.center_only and max_frames is not None:
         # One scored frame per septuplet: a frame limit means the first septuplets of the list.

@@ -325,7 +325,7 @@ def compare(a: Result, b: Result, *, method_a: str | None = None, method_b: str 
     for r, m in ((a, ma), (b, mb)):
         if m not in r.methods:
             raise InputError(f"{m}: not a method of the result for {r.model} ({', '.join(r.methods)})")
-    sa, sb = _shared(a.methods[ma], b.methods[mb])
+    sa, sb, infinite = _shared(a.methods[ma], b.methods[mb])
     shared = list(sa.frames)
     if not shared:
         raise InputError("the two results share no scored frame; compare results of the same protocol and clips")
@@ -344,7 +344,9 @@ def compare(a: Result, b: Result, *, method_a: str | None = None, method_b: str 
     full_a = sum(map(len, a.methods[ma].frames.values()))
     full_b = sum(map(len, b.methods[mb].frames.values()))
     common = sum(map(len, sa.frames.values()))
-    if common != full_a or common != full_b:
+    if infinite:
+        lines.append(f"note: {infinite} shared frames left out: infinite PSNR (an output equal to its GT) in A or B")
+    if common + infinite != full_a or common + infinite != full_b:
         lines.append(f"note: compared on the {common} frames both results scored ({full_a} in A, {full_b} in B)")
     if not (a.complete and b.complete):
         lines.append("note: at least one result is partial")
@@ -355,9 +357,11 @@ def _num(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
-def _shared(a: Scores, b: Scores) -> tuple[Scores, Scores]:
-    """Both score sets restricted to the frames both have (same clip, same frame name), in A's order."""
-    out_a, out_b = Scores(), Scores()
+def _shared(a: Scores, b: Scores) -> tuple[Scores, Scores, int]:
+    """Both score sets restricted to the frames both have (same clip, same frame name) with a finite PSNR in both, in
+    A's order, and how many shared frames were left out for an infinite PSNR (an output equal to its GT), which would
+    make every mean above it infinite and its delta undefined."""
+    out_a, out_b, infinite = Scores(), Scores(), 0
     for clip in a.frames:
         if clip not in b.frames:
             continue
@@ -365,8 +369,11 @@ def _shared(a: Scores, b: Scores) -> tuple[Scores, Scores]:
         for k, name in enumerate(a.frames[clip]):
             if name in idx_b:
                 j = idx_b[name]
+                if not (math.isfinite(a.psnr[clip][k]) and math.isfinite(b.psnr[clip][j])):
+                    infinite += 1
+                    continue
                 sa = a.ssim.get(clip) or []
                 sb = b.ssim.get(clip) or []
                 out_a.add(clip, name, a.psnr[clip][k], sa[k] if k < len(sa) else None)
                 out_b.add(clip, name, b.psnr[clip][j], sb[j] if j < len(sb) else None)
-    return out_a, out_b
+    return out_a, out_b, infinite

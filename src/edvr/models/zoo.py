@@ -153,7 +153,8 @@ def load_model(
     that is not in the current folder is looked for in :func:`weights_dirs` too.
 
     The file's format (edvr safetensors, BasicSR, original EDVR repo, mmagic, bare state dict) and the architecture
-    are recognised from its keys and shapes; a named model's architecture must match its record.
+    are recognised from its keys and shapes; a named model's architecture must match its record. ``device``: as
+    ``edvr restore --device`` (``auto``: CUDA, then MPS, then CPU).
     """
     if path_or_name is None:
         if DEFAULT_MODEL is None:
@@ -180,7 +181,9 @@ def load_model(
     model.source_path = path.resolve()
     model.eval()
     if device is not None:
-        model.to(device)
+        from edvr.inference.restore import pick_device  # "auto" and a missing device, as restore takes them
+
+        model.to(pick_device(device))
     return model
 
 
