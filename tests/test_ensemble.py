@@ -156,6 +156,21 @@ def test_two_stage_evaluation_end_to_end(tmp_path):
     assert result.methods["edvr-stage1"].psnr == plain.methods["edvr"].psnr
     assert result.methods["edvr+stage2"].psnr != plain.methods["edvr"].psnr
     assert "stage 2" in result.table()
+    # Each two-stage score by hand: stage 1 on every frame, rounded to 8 bits, windows padded as in stage 1, stage 2.
+    from edvr.evaluation.metrics import psnr, to_uint8
+    from edvr.inference.video_io import read_image
+
+    def pick(i: int, n: int = 4) -> list[int]:
+        return window_indices(i, 5, n, "reflection_circle")
+
+    lq = [torch.from_numpy(read_image(root / f"train_sharp_bicubic/X4/000/{i:08d}.png")).permute(2, 0, 1)
+          for i in range(4)]
+    with torch.no_grad():
+        first = [quantize(stage1(torch.stack([lq[j] for j in pick(i)])[None])[0]) for i in range(4)]
+        for i in range(2):
+            out = to_uint8(stage2(torch.stack([first[j] for j in pick(i)])[None])[0])
+            gt = np.round(read_image(root / f"train_sharp/000/{i:08d}.png") * 255).astype(np.uint8)
+            assert result.methods["edvr+stage2"].psnr["000"][i] == pytest.approx(psnr(out, gt), abs=1e-3)
 
 
 def test_two_stage_needs_an_hr_input_second_model(tmp_path):
@@ -175,3 +190,16 @@ def test_evaluate_with_ensemble_differs_from_plain_and_records_it(tmp_path):
         plain = evaluate(model, "reds4", root, baselines=(), compute_ssim=False, clips=["000"])
     assert ens.settings["ensemble"] == "x8t"
     assert ens.methods["edvr"].psnr["000"] != plain.methods["edvr"].psnr["000"]
+    # Each score is that of ensemble_forward's x8t output (checked against a hand-built average above), not of any
+    # other mode: the evaluation's own path once could have used another and still differed from the plain run.
+    from edvr.evaluation.metrics import psnr, to_uint8
+    from edvr.inference.video_io import read_image
+
+    lq = [torch.from_numpy(read_image(root / f"train_sharp_bicubic/X4/000/{i:08d}.png")).permute(2, 0, 1)
+          for i in range(2)]
+    for i in range(2):
+        window = torch.stack([lq[j] for j in window_indices(i, 5, 2, "reflection_circle")]).unsqueeze(0)
+        with torch.no_grad():
+            out = to_uint8(ensemble_forward(model, window, "x8t")[0])
+        gt = np.round(read_image(root / f"train_sharp/000/{i:08d}.png") * 255).astype(np.uint8)
+        assert ens.methods["edvr"].psnr["000"][i] == pytest.approx(psnr(out, gt), abs=1e-3)

@@ -20,7 +20,7 @@ from edvr.errors import InputError
 from edvr.evaluation.evaluate import Result, evaluate
 from edvr.evaluation.metrics import psnr
 from edvr.evaluation.protocols import PROTOCOLS, get_protocol
-from edvr.inference.video_io import write_image
+from edvr.inference.video_io import read_image, write_image
 from edvr.models.edvr import EDVR, EDVRConfig
 
 
@@ -238,6 +238,29 @@ def test_baselines_bicubic_and_single_frame(tmp_path):
     assert sorted(s[0] for s in singles) == [0, 1, 2]
     # bicubic of a constant image is that constant; the nearest-upsampling stub gives the same -> same PSNR
     assert result.methods["bicubic"].psnr["011"] == pytest.approx(result.methods["edvr"].psnr["011"])
+
+
+def test_bicubic_baseline_is_matlab_imresize_of_the_centre_frame(tmp_path):
+    """On textured frames, where nearest, bilinear or another bicubic would score otherwise: imresize is checked
+    against MATLAB's own formula in test_degradations."""
+    from edvr.data.degradations import imresize
+    from edvr.evaluation.metrics import to_uint8
+
+    root = tmp_path / "REDS"
+    rng = np.random.default_rng(5)
+    for clip in ("000", "011", "015", "020"):
+        (root / "train_sharp" / clip).mkdir(parents=True)
+        (root / "train_sharp_bicubic/X4" / clip).mkdir(parents=True)
+        for i in range(2):
+            gt = rng.random((16, 16, 3)).astype(np.float32)
+            write_image(root / "train_sharp" / clip / f"{i:08d}.png", gt)
+            write_image(root / "train_sharp_bicubic/X4" / clip / f"{i:08d}.png", rng.random((4, 4, 3)))
+    result = _evaluate(Recorder(), "reds4", root, compute_ssim=False, baselines=("bicubic",), clips=["000"])
+    for i in range(2):
+        lq = np.round(read_image(root / f"train_sharp_bicubic/X4/000/{i:08d}.png") * 255) / 255
+        gt = np.round(read_image(root / f"train_sharp/000/{i:08d}.png") * 255).astype(np.uint8)
+        expected = psnr(to_uint8(np.asarray(imresize(lq.astype(np.float32), 4))), gt)
+        assert result.methods["bicubic"].psnr["000"][i] == pytest.approx(expected, abs=1e-9)
 
 
 def test_tiny_edvr_end_to_end_table_json_and_saved_images(tmp_path):

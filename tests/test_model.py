@@ -7,13 +7,14 @@ import re
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import edvr
 from edvr.errors import CheckpointError
 from edvr.models.convert import infer_config, read_checkpoint, save_checkpoint, to_our_names
-from edvr.models.edvr import EDVR, EDVRConfig
+from edvr.models.edvr import EDVR, EDVRConfig, pad_to_multiple
 from edvr.models.zoo import MODELS
 from edvr.ops.deform_conv import torchvision_available
 from edvr.training.checkpoint import save_training_state
@@ -259,6 +260,17 @@ def test_padding_leaves_aligned_sizes_untouched():
     out = run(model, x)
     out_cropped_input = run(model, x[..., :15, :19])
     assert out.shape == (1, 3, 64, 80) and out_cropped_input.shape == (1, 3, 60, 76)
+    padded, pads = pad_to_multiple(x, 4)
+    assert padded is x and pads == (0, 0)
+
+
+def test_odd_sizes_are_padded_at_the_bottom_and_right_by_reflection():
+    """The model on a 9x11 frame is the model on that frame mirrored (numpy's "reflect": the edge row not repeated) to
+    12x12 at the bottom and right, cropped back; padding on another side or by another rule moves the output."""
+    model = tiny()
+    x = torch.rand(1, 5, 3, 9, 11, generator=torch.Generator().manual_seed(3))
+    by_hand = torch.from_numpy(np.pad(x.numpy(), [(0, 0)] * 3 + [(0, 3), (0, 1)], mode="reflect"))
+    assert torch.equal(run(model, x), run(model, by_hand)[..., :36, :44])
 
 
 @pytest.mark.parametrize("kw", [{}, {"hr_in": True, "with_predeblur": True}])

@@ -227,6 +227,14 @@ def test_ten_bit_in_ten_bit_out(tmp_path, model_file):
     dst = tmp_path / "out10.mkv"
     restore_video(src, dst, model_file, device="cpu", quiet=True, segment_frames=16)
     assert video_io.probe(dst).bit_depth == 10 and video_io.probe(dst).pix_fmt == "yuv420p10le"
+    # The restored frames themselves keep the depth: 8-bit quantisation before the encoder would put every level of
+    # this smooth picture on the 8-bit grid.
+    levels = np.concatenate([f.image.ravel() for f in video_io.read_frames(dst)]) * 255
+    assert np.abs(levels - np.round(levels)).max() > 0.2
+    # Into a folder: 16-bit PNGs with levels between the 8-bit ones.
+    restore_video(src, tmp_path / "frames", model_file, device="cpu", quiet=True, segment_frames=16)
+    pixels = video_io.read_image_pixels(tmp_path / "frames" / "00000000.png")
+    assert pixels.dtype == np.uint16 and (pixels % 257 != 0).mean() > 0.5
 
 
 class Interrupt:
