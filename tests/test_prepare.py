@@ -88,6 +88,17 @@ def test_written_files_get_the_umasks_mode_as_any_new_file(tmp_path):
         os.umask(old)
 
 
+def test_atomic_writes_work_without_fchmod(tmp_path, monkeypatch):
+    """Windows has os.fchmod only from Python 3.13: before, every atomic write there raised AttributeError."""
+    import os
+
+    from edvr.files import write_atomic
+
+    monkeypatch.delattr(os, "fchmod")
+    write_atomic(tmp_path / "x.json", "{}")
+    assert (tmp_path / "x.json").read_text() == "{}" and not list(tmp_path.glob(".*"))
+
+
 def test_prepare_resumes_without_redoing_finished_work(tmp_path):
     video = write_video(tmp_path / "clip.mkv", synthetic_frames(8))
     out = tmp_path / "REDS"

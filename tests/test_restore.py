@@ -745,6 +745,31 @@ def test_out_of_memory_halves_the_batch_before_tiling(monkeypatch):
     assert max(np.abs(out[c] - one[c]).max() for c in out) < 1e-5
 
 
+def test_the_input_under_another_spelling_is_never_the_output(tmp_path, model_file, capsys):
+    """On case-insensitive disks (macOS, Windows) `-o IN.MP4 --overwrite` named the input in.mp4 and replaced it; a
+    hard link is the same file under another name here."""
+    src = make_clip(tmp_path / "in.mp4", list(range(3)), Fraction(1, 25))
+    os.link(src, tmp_path / "IN.MP4")
+    before = src.read_bytes()
+    base = ["restore", "--model", str(model_file), "--device", "cpu", "--quiet", "--overwrite"]
+    assert main([*base, str(src), "-o", str(tmp_path / "IN.MP4")]) == 2
+    assert "would overwrite the input" in capsys.readouterr().err and src.read_bytes() == before
+    with pytest.raises(OutputError, match="is the input video"):  # the join's own check
+        video_io.finalize_video([src], tmp_path / "IN.MP4", source=src, overwrite=True)
+    assert src.read_bytes() == before
+
+
+def test_frame_names_that_differ_only_in_case_are_refused(tmp_path, model_file, capsys):
+    """Frame1.png and frame1.png are one file on a case-insensitive disk (macOS, Windows)."""
+    src = tmp_path / "frames"
+    src.mkdir()
+    video_io.write_image(src / "Frame1.png", np.zeros((8, 8, 3), np.float32))
+    video_io.write_image(src / "frame1.png", np.zeros((8, 8, 3), np.float32))
+    assert main(["restore", str(src), "-o", str(tmp_path / "out"), "--model", str(model_file), "--device", "cpu",
+                 "--quiet"]) == 2
+    assert "would both be written as" in capsys.readouterr().err
+
+
 def test_overwrite_replaces_only_a_folder_of_frames(tmp_path, model_file, capsys):
     """`-o myvideos --overwrite` once deleted a folder of the user's videos to put the frames there."""
     src = make_clip(tmp_path / "in.mp4", list(range(3)), Fraction(1, 25))

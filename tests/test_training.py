@@ -504,3 +504,17 @@ def test_a_checkpoint_that_cannot_be_written_is_one_error_and_leaves_nothing(tmp
     with pytest.raises(OutputError, match=r"iter_5.pt: cannot write the checkpoint \(\[enforce fail.*free space"):
         checkpoint.atomic_torch_save({"a": 1}, tmp_path / "iter_5.pt")
     assert not list(tmp_path.iterdir())
+
+
+def test_no_autocast_context_without_mixed_precision(monkeypatch):
+    """torch < 2.5 refuses torch.autocast("mps", enabled=False): without amp the loop must not open one at all."""
+    from edvr.training import loop
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("User specified an unsupported autocast device_type 'mps'")
+
+    monkeypatch.setattr(loop.torch, "autocast", refuse)
+    with loop._autocast(torch.device("cpu"), None):
+        pass
+    with pytest.raises(RuntimeError, match="unsupported autocast"):
+        loop._autocast(torch.device("cpu"), torch.bfloat16)

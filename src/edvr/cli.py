@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     from edvr.runtime import keep_freed_memory
 
     keep_freed_memory()
+    if hasattr(sys.stdout, "reconfigure"):  # a path the console's code page cannot show (Windows, piped): escaped,
+        sys.stdout.reconfigure(errors="backslashreplace")  # not a UnicodeEncodeError after the work is done
     try:
         return int(_module(args._module).run(args) or 0)
     except EdvrError as e:

@@ -198,7 +198,7 @@ def load_yaml_with_bases(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, 
     if path in _seen:
         raise InputError(f"{path}: _base_ chain loops back to itself")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

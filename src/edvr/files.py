@@ -34,8 +34,8 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
         with os.fdopen(fd, "wb") as f:
             try:  # mkstemp makes 0600; a file written in place would get the umask's mode
                 os.fchmod(f.fileno(), 0o666 & ~_umask())
-            except OSError:  # file systems with fixed modes (FAT, exFAT) refuse; their mode is theirs anyway
-                pass
+            except (OSError, AttributeError):  # FAT and exFAT refuse (their mode is theirs); Windows before Python
+                pass  # 3.13 has no fchmod
             f.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
     except OSError as e:

@@ -176,9 +176,11 @@ def _source_identity(src: Path) -> dict:
 def _check_paths(src: Path, dst: Path, *, overwrite: bool) -> None:
     if not src.exists():
         raise InputError(f"{src}: no such file or folder")
-    if dst.resolve() == src.resolve():
+    # samefile too: on a case-insensitive file system (macOS, Windows) IN.MP4 is in.mp4 under another spelling
+    if dst.resolve() == src.resolve() or (dst.exists() and os.path.samefile(src, dst)):
         raise OutputError(f"{dst}: the output would overwrite the input; choose another output path")
-    if output_kind(dst) == "folder" and dst.exists() and src.resolve().is_relative_to(dst.resolve()):
+    if output_kind(dst) == "folder" and dst.is_dir() and any(
+            os.path.samefile(p, dst) for p in (src.resolve(), *src.resolve().parents) if p.exists()):
         raise OutputError(f"{dst}: the output folder contains the input; choose another output folder")
     if dst.exists() and not overwrite:
         if dst.is_file() or any(dst.iterdir()):
@@ -200,10 +202,11 @@ def _check_paths(src: Path, dst: Path, *, overwrite: bool) -> None:
     if src.is_dir() and output_kind(dst) == "folder":
         names: dict[str, str] = {}
         for image in video_io.list_images(src):
-            if (name := _frame_name(image.name, 0)) in names:
-                raise InputError(f"{src}: {names[name]} and {image.name} would both be written as {name}; "
+            name = _frame_name(image.name, 0)
+            if name.casefold() in names:  # Frame1.jpg and frame1.png: one file on macOS and Windows disks
+                raise InputError(f"{src}: {names[name.casefold()]} and {image.name} would both be written as {name}; "
                                  "keep one file per frame name")
-            names[name] = image.name
+            names[name.casefold()] = image.name
 
 
 def _prepare_work_dir(work: Path, state: dict, *, resume: bool, rank: int, held: contextlib.ExitStack) -> None:

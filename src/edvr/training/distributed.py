@@ -60,7 +60,7 @@ def setup(device: str = "auto") -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = _pick_device(device, local_rank)
     if world_size > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if dev.type == "cuda" else "gloo"
+        backend = "nccl" if dev.type == "cuda" and torch.distributed.is_nccl_available() else "gloo"  # (Windows: none)
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         # Validation runs on rank 0 while the others wait at a barrier: allow it an hour (NCCL's default is 10 min).

@@ -23,6 +23,7 @@ of that on 8 GPUs; Adam is insensitive to such a constant factor, gradient clipp
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import math
@@ -191,7 +192,7 @@ def train(cfg: Config, *, resume: str | None = None, train_set: Dataset | None =
         position += cfg.data.batch_size
         lq = batch["lq"].to(device, non_blocking=True)  # (B, T, 3, h, w)
         gt = batch["gt"].to(device, non_blocking=True)  # (B, 3, H, W)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with _autocast(device, amp_dtype):
             out = net(lq)
         if out.shape != gt.shape:
             raise InputError(f"the model makes {out.shape[-1]}x{out.shape[-2]} from {lq.shape[-1]}x{lq.shape[-2]} "
@@ -400,7 +401,7 @@ def validate(model: torch.nn.Module | None, val_set: Dataset, cfg: Config, devic
             out = frame if cfg.model.hr_in else F.interpolate(frame, scale_factor=4, mode="bicubic",
                                                               align_corners=False)
         else:
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            with _autocast(device, amp_dtype):
                 out = model(lq[None])
         out = out[0].float().clamp(0, 1)[:, : gt.shape[-2], : gt.shape[-1]]
         clip = str(item.get("key", "")).rsplit("/", 1)[0]
@@ -411,6 +412,14 @@ def validate(model: torch.nn.Module | None, val_set: Dataset, cfg: Config, devic
     if model is not None:
         model.train()
     return {"psnr": float(np.mean([np.mean(v) for v in scores.values()])), "items": sum(map(len, scores.values()))}
+
+
+def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    """Mixed precision when asked for; else no autocast context at all (torch < 2.5 refuses one for MPS even when
+    disabled)."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=amp_dtype)
 
 
 def _hwc255(x: torch.Tensor) -> np.ndarray:
@@ -531,5 +540,5 @@ class _Log:
         tqdm.write(msg, file=sys.stdout)
         sys.stdout.flush()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
+        with open(self.path, "a", encoding="utf-8") as f:
             f.write(msg + "\n")
