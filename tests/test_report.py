@@ -183,7 +183,7 @@ def test_scores_named_like_numbers_survive_json():
     assert back.methods["edvr"].psnr["000"] == [float("inf"), 30.0]
 
 
-def test_compare_leaves_out_frames_with_infinite_psnr():
+def test_compare_leaves_out_frames_exact_in_both_results():
     """Two results with the same perfect frame once compared as +nan on that clip and on the protocol."""
     inf = float("inf")
     a = _result("A", {"000": [inf, 30.0], "011": [28.0]})
@@ -191,4 +191,10 @@ def test_compare_leaves_out_frames_with_infinite_psnr():
     text = compare(a, b)
     rows = {line.split()[0]: line.split() for line in text.splitlines()[4:] if not line.startswith("note")}
     assert rows["000"][3] == "+1.000" and rows["reds4"][3] == "+1.000"
-    assert "note: 1 shared frames left out: infinite PSNR" in text and "nan" not in text
+    assert "note: 1 shared frames left out: exact (infinite PSNR) in both" in text and "nan" not in text
+    # Exact in A only is A's win, not a frame to drop: B's clip delta is -inf.
+    rows = {line.split()[0]: line.split() for line in compare(a, _result("B", {"000": [40.0, 31.0], "011": [29.0]}))
+            .splitlines()[4:] if not line.startswith("note")}
+    assert rows["000"][3] == "-inf"
+    with pytest.raises(InputError, match="exact .* in both results: nothing to compare"):
+        compare(_result("A", {"000": [inf]}), _result("B", {"000": [inf]}))

@@ -199,6 +199,8 @@ def load_yaml_with_bases(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, 
         raise InputError(f"{path}: _base_ chain loops back to itself")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (byte {e.start}); save the recipe as UTF-8") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--save-images", metavar="DIR", help="write the model's outputs as DIR/<clip>/<frame>.png")
     parser.add_argument("--max-frames", type=int, metavar="N",
                         help="score only the first N frames of each clip (a partial, quick check)")
-    parser.add_argument("--clips", help="comma-separated subset of the protocol's clips (partial)")
+    parser.add_argument("--clips", help="comma-separated clips of the protocol (fewer than all: a partial result)")
     parser.add_argument("--baselines", default="bicubic,single-frame",
                         help="comma-separated baselines to score alongside: bicubic, single-frame, or none (default "
                         "%(default)s)")

@@ -356,7 +356,7 @@ def evaluate(
         save_dir: write the final outputs as ``save_dir/<clip>/<frame>.png``.
         baselines: any of ``"bicubic"`` and ``"single-frame"`` (see the module docstring).
         compute_ssim: SSIM costs about 10x PSNR on a CPU.
-        clips: restrict to these clips (the result is then partial).
+        clips: restrict to these clips (the result is then partial, unless they are all the protocol's clips).
         on_frame: called with every scored frame's images (for reports).
         progress: show a progress bar on stderr.
 

@@ -327,6 +327,8 @@ def compare(a: Result, b: Result, *, method_a: str | None = None, method_b: str 
             raise InputError(f"{m}: not a method of the result for {r.model} ({', '.join(r.methods)})")
     sa, sb, infinite = _shared(a.methods[ma], b.methods[mb])
     shared = list(sa.frames)
+    if not shared and infinite:
+        raise InputError(f"all {infinite} shared frames are exact (infinite PSNR) in both results: nothing to compare")
     if not shared:
         raise InputError("the two results share no scored frame; compare results of the same protocol and clips")
     lines = [f"protocol {a.protocol}: B - A", f"A: {a.model} [{ma}]", f"B: {b.model} [{mb}]",
@@ -345,7 +347,7 @@ def compare(a: Result, b: Result, *, method_a: str | None = None, method_b: str 
     full_b = sum(map(len, b.methods[mb].frames.values()))
     common = sum(map(len, sa.frames.values()))
     if infinite:
-        lines.append(f"note: {infinite} shared frames left out: infinite PSNR (an output equal to its GT) in A or B")
+        lines.append(f"note: {infinite} shared frames left out: exact (infinite PSNR) in both A and B")
     if common + infinite != full_a or common + infinite != full_b:
         lines.append(f"note: compared on the {common} frames both results scored ({full_a} in A, {full_b} in B)")
     if not (a.complete and b.complete):
@@ -358,9 +360,9 @@ def _num(v: float | None) -> str:
 
 
 def _shared(a: Scores, b: Scores) -> tuple[Scores, Scores, int]:
-    """Both score sets restricted to the frames both have (same clip, same frame name) with a finite PSNR in both, in
-    A's order, and how many shared frames were left out for an infinite PSNR (an output equal to its GT), which would
-    make every mean above it infinite and its delta undefined."""
+    """Both score sets restricted to the frames both have (same clip, same frame name), in A's order, less those with
+    an infinite PSNR in both (outputs equal to their GT: inf - inf has no value); and how many those were. A frame
+    exact in one result only stays, so its clip's delta is infinite: the one result is better there."""
     out_a, out_b, infinite = Scores(), Scores(), 0
     for clip in a.frames:
         if clip not in b.frames:
@@ -369,7 +371,7 @@ def _shared(a: Scores, b: Scores) -> tuple[Scores, Scores, int]:
         for k, name in enumerate(a.frames[clip]):
             if name in idx_b:
                 j = idx_b[name]
-                if not (math.isfinite(a.psnr[clip][k]) and math.isfinite(b.psnr[clip][j])):
+                if math.isinf(a.psnr[clip][k]) and math.isinf(b.psnr[clip][j]):
                     infinite += 1
                     continue
                 sa = a.ssim.get(clip) or []

@@ -200,13 +200,16 @@ def _check_paths(src: Path, dst: Path, *, overwrite: bool) -> None:
     if not os.access(parent, os.W_OK):
         raise OutputError(f"{parent}: not writable; choose another output location")
     if src.is_dir() and output_kind(dst) == "folder":
-        names: dict[str, str] = {}
+        names: dict[str, tuple[str, str]] = {}
         for image in video_io.list_images(src):
             name = _frame_name(image.name, 0)
-            if name.casefold() in names:  # Frame1.jpg and frame1.png: one file on macOS and Windows disks
-                raise InputError(f"{src}: {names[name.casefold()]} and {image.name} would both be written as {name}; "
-                                 "keep one file per frame name")
-            names[name.casefold()] = image.name
+            key = name.lower() if sys.platform in ("darwin", "win32") else name  # their disks ignore case
+            if key in names:
+                first, first_out = names[key]
+                outputs = name if first_out == name else f"{first_out} and {name}, one file on a disk that ignores case"
+                raise InputError(f"{src}: {first} and {image.name} would both be written as {outputs}; keep one file "
+                                 "per frame name")
+            names[key] = (image.name, name)
 
 
 def _prepare_work_dir(work: Path, state: dict, *, resume: bool, rank: int, held: contextlib.ExitStack) -> None:
@@ -507,7 +510,7 @@ def _model_id(net: EDVR) -> str | dict:
     digest = hashlib.sha256()
     for name, tensor in net.state_dict().items():
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return {"model": str(getattr(net, "source", None) or f"in-memory {type(net).__name__} {net.config}"),
             "weights_sha256": digest.hexdigest()}
 

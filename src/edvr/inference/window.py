@@ -58,14 +58,22 @@ def plan_tiles(height: int, width: int, tile: int | None, overlap: int, multiple
 def to_tensor(image: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     """``(H, W, 3)`` RGB (numpy or torch): float in [0, 1], or uint8 / uint16 (scaled to [0, 1]) -> ``(1, 3, H, W)``
     float32 on ``device``."""
+    if not isinstance(image, torch.Tensor):
+        image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
         raise InputError(f"a frame of shape {tuple(image.shape)}: frames are (height, width, 3) RGB arrays")
+    if isinstance(image, torch.Tensor) and image.dtype == getattr(torch, "uint16", None):  # (torch >= 2.3)
+        image = image.cpu().numpy()
     if isinstance(image, np.ndarray):
         if image.dtype in (np.uint8, np.uint16):  # the integer frames decoders give
             image = image.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
+        elif not np.issubdtype(image.dtype, np.floating):
+            raise InputError(f"a frame of {image.dtype}: frames are float in [0, 1], uint8 or uint16")
         image = torch.from_numpy(np.ascontiguousarray(image))
     elif image.dtype == torch.uint8:
         image = image.float() / 255
+    elif not image.dtype.is_floating_point:
+        raise InputError(f"a frame of {image.dtype}: frames are float in [0, 1], uint8 or uint16")
     return image.to(device=device, dtype=torch.float32).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
