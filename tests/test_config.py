@@ -139,6 +139,13 @@ def test_model_config_has_exactly_the_architecture_fields():
     assert {k: v for k, v in ours.items() if k != "dcn_backend"} == arch
 
 
+def test_a_recipe_not_in_utf8_is_one_line(tmp_path):
+    recipe = tmp_path / "latin1.yaml"
+    recipe.write_bytes("name: vid\xe9os\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"latin1.yaml: not UTF-8 text \(byte 9\); save the recipe as UTF-8"):
+        load_config(recipe)
+
+
 def test_cli_overrides_may_follow_the_options(capsys):
     """`edvr train CONFIG --print-config KEY=VALUE` once failed: unrecognized arguments."""
     from edvr.cli import main

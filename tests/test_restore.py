@@ -122,8 +122,15 @@ def test_restore_frames_takes_integer_frames_as_decoders_give_them():
     for given in (frames, [f.astype(np.uint16) * 257 for f in frames], [torch.from_numpy(f) for f in frames]):
         got = list(restore_frames(given, model, device="cpu"))
         assert max(np.abs(g - e).max() for g, e in zip(got, expected)) < 1e-6
+    if hasattr(torch, "uint16"):  # torch >= 2.3
+        got = list(restore_frames([torch.from_numpy(f.astype(np.uint16) * 257) for f in frames], model, device="cpu"))
+        assert max(np.abs(g - e).max() for g, e in zip(got, expected)) < 1e-6
+    got = list(restore_frames([f.tolist() for f in unit], model, device="cpu"))  # nested lists, as arrays
+    assert max(np.abs(g - e).max() for g, e in zip(got, expected)) < 1e-6
     with pytest.raises(InputError, match=r"a frame of shape \(9, 11\): frames are \(height, width, 3\) RGB"):
         list(restore_frames([f[..., 0] for f in frames], model, device="cpu"))
+    with pytest.raises(InputError, match="a frame of int16: frames are float in"):
+        list(restore_frames([f.astype(np.int16) for f in frames], model, device="cpu"))
 
 
 def test_video_keeps_audio_timestamps_and_frame_count(tmp_path, model_file):
@@ -257,6 +264,15 @@ class Interrupt:
                 self.fired = True
                 raise KeyboardInterrupt
             yield frame
+
+
+def test_in_memory_models_are_told_apart_by_their_weights_scalars_included():
+    from edvr.inference.restore import _model_id
+
+    a, b = tiny_model(0), tiny_model(0)
+    a.register_buffer("step", torch.tensor(3))  # a 0-d tensor: once "cannot view Long as Byte"
+    b.register_buffer("step", torch.tensor(4))
+    assert _model_id(a) != _model_id(b) and _model_id(a) == _model_id(a)
 
 
 def test_resume_with_another_in_memory_model_is_refused(tmp_path, monkeypatch):
