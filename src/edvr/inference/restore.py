@@ -226,6 +226,10 @@ def _prepare_work_dir(work: Path, state: dict, *, resume: bool, rank: int, held:
                           f"{old.get('version')}, this one {state['version']}); run without --resume to start over")
     if resume and old is not None and old != state:
         diff = sorted(k for k in set(old) | set(state) if old.get(k) != state.get(k))
+        if "options" in diff:  # name the options themselves: "--tile", not "options"
+            was, now = old.get("options") or {}, state["options"]
+            diff.remove("options")
+            diff += sorted(f"--{k.replace('_', '-')}" for k in set(was) | set(now) if was.get(k) != now.get(k))
         raise OutputError(
             f"{work}: cannot resume: the earlier run differs in {', '.join(diff)}; run without --resume to start over"
         )
@@ -417,6 +421,7 @@ def restore_video(
                                  f"use --nproc-per-node {gpus} or fewer, or --device cpu")
             dev = torch.device("cuda", local)
             torch.cuda.set_device(dev)  # this process's GPU, for later current-device calls (empty_cache, ...)
+        opts.half = opts.half and dev.type != "cpu"  # ignored on CPU: no reason to refuse a resume over it
         if info.interlaced and not quiet and rank == 0:
             print(f"edvr restore: {src} is interlaced; EDVR restores whole frames, so its combing is kept and "
                   "enlarged: deinterlace it first for a clean result (ffmpeg -i IN -vf bwdif -c:a copy OUT)",
