@@ -79,10 +79,11 @@ def demo(*, model=None, clip: str | Path | None = None, frames: int = DEFAULT_FR
     from edvr.evaluation.metrics import psnr, ssim, to_uint8
     from edvr.evaluation.report import crops_panel
     from edvr.files import write_atomic
-    from edvr.inference.restore import default_padding_for, pick_device
+    from edvr.inference.restore import default_padding_for
     from edvr.inference.video_io import probe, read_frames
     from edvr.inference.window import WindowRestorer
     from edvr.models.zoo import load_model
+    from edvr.runtime import pick_device
 
     if clip is None:
         clip = default_clip()

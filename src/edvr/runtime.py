@@ -15,6 +15,12 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from typing import TYPE_CHECKING
+
+from edvr.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 ENV_VAR = "EDVR_MALLOC"  # "system" leaves the C allocator as it is
 
@@ -36,3 +42,29 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     # Blocks up to 1 GiB from the heap (not mmap), and freed memory never trimmed back to the system.
     return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def pick_device(name: str | torch.device | None = "auto") -> torch.device:
+    """``auto``: CUDA, then Apple MPS, then CPU. An explicit device that is missing is an error with the reason."""
+    import torch  # on first use: importing this module stays light
+
+    name = "auto" if name is None else str(name)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"--device {name}: edvr runs on cpu, cuda, cuda:N or mps")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: this PyTorch sees no CUDA GPU (torch {torch.__version__}); use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"--device {name}: there are {torch.cuda.device_count()} CUDA GPUs, numbered from 0")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"--device {name}: Apple MPS is not available here; use --device cpu")
+    return device

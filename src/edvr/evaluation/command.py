@@ -61,8 +61,8 @@ def _eval(args: argparse.Namespace) -> int:
     from edvr.evaluation.evaluate import BASELINES, evaluate
     from edvr.evaluation.protocols import get_protocol
     from edvr.evaluation.report import write_report
-    from edvr.inference.restore import pick_device
     from edvr.models.zoo import load_model
+    from edvr.runtime import pick_device
 
     protocol = get_protocol(args.protocol)  # fail on a bad name before loading weights
     if args.max_frames is not None and args.max_frames < 1:

@@ -57,7 +57,8 @@ def outputs_for(inputs: list[Path], output: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edvr.inference.restore import pick_device, restore_video
+    from edvr.inference.restore import restore_video
+    from edvr.runtime import pick_device
 
     inputs = [Path(p) for p in args.inputs]
     for p in inputs:

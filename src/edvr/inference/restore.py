@@ -35,6 +35,7 @@ from edvr.files import write_atomic
 from edvr.inference import video_io
 from edvr.inference.window import WindowRestorer
 from edvr.models.edvr import EDVR
+from edvr.runtime import pick_device
 
 # The containers a restore writes (their muxers say which codecs they hold, so a misfit is caught before any work).
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v"}
@@ -65,30 +66,6 @@ class RestoreResult:
     frames: int
     seconds: float
     resumed_frames: int = 0
-
-
-def pick_device(name: str | torch.device | None = "auto") -> torch.device:
-    """``auto``: CUDA, then Apple MPS, then CPU. An explicit device that is missing is an error with the reason."""
-    name = "auto" if name is None else str(name)
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise InputError(f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise InputError(f"--device {name}: edvr runs on cpu, cuda, cuda:N or mps")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: this PyTorch sees no CUDA GPU (torch {torch.__version__}); use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise InputError(f"--device {name}: there are {torch.cuda.device_count()} CUDA GPUs, numbered from 0")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise InputError(f"--device {name}: Apple MPS is not available here; use --device cpu")
-    return device
 
 
 def default_padding_for(model: EDVR) -> str:

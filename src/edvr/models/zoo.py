@@ -8,7 +8,6 @@ a named model is looked up by its official file names in ``$EDVR_WEIGHTS_DIR`` a
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from edvr.errors import CheckpointError
 from edvr.models.convert import check_keys, read_checkpoint
 from edvr.models.edvr import EDVR, EDVRConfig
+from edvr.runtime import pick_device
 
 TASKS = {
     "sr": "x4 super-resolution",
@@ -181,9 +181,7 @@ def load_model(
     model.source_path = path.resolve()
     model.eval()
     if device is not None:
-        from edvr.inference.restore import pick_device  # "auto" and a missing device, as restore takes them
-
-        model.to(pick_device(device))
+        model.to(pick_device(device))  # "auto" and a missing device, as restore takes them
     return model
 
 
