@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -145,11 +146,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from edvr.models.zoo import load_model
 
-    out = Path(args.output).expanduser()
-    if Path(args.model).expanduser().is_file() and out.exists() and out.resolve() == Path(args.model).resolve():
-        raise OutputError(f"{args.output}: is the model being exported; choose another name")
     model = load_model(args.model, device="cpu", dcn_backend="torch")
-    if out.exists() and out.resolve() == getattr(model, "source_path", None):  # a name found in the weights folder
+    out, source = Path(args.output).expanduser(), getattr(model, "source_path", None)
+    # samefile: also the file found by a bare name in the weights folder, or spelt in another case on macOS/Windows
+    if source is not None and out.exists() and os.path.samefile(out, source):
         raise OutputError(f"{args.output}: is the model being exported; choose another name")
     if args.frames is not None and args.frames != model.config.num_frames:
         raise InputError(f"--frames {args.frames}: this model takes {model.config.num_frames} frames per window")

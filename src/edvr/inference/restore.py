@@ -153,20 +153,20 @@ def _source_identity(src: Path) -> dict:
 def _check_paths(src: Path, dst: Path, *, overwrite: bool) -> None:
     if not src.exists():
         raise InputError(f"{src}: no such file or folder")
-    # samefile too: on a case-insensitive file system (macOS, Windows) IN.MP4 is in.mp4 under another spelling
-    if dst.resolve() == src.resolve() or (dst.exists() and os.path.samefile(src, dst)):
+    # samefile, not resolved paths: on a case-insensitive disk (macOS, Windows) IN.MP4 is in.mp4 under another name
+    if dst.exists() and os.path.samefile(src, dst):
         raise OutputError(f"{dst}: the output would overwrite the input; choose another output path")
     if output_kind(dst) == "folder" and dst.is_dir() and any(
-            os.path.samefile(p, dst) for p in (src.resolve(), *src.resolve().parents) if p.exists()):
+            os.path.samefile(p, dst) for p in src.resolve().parents):
         raise OutputError(f"{dst}: the output folder contains the input; choose another output folder")
     if dst.exists() and not overwrite:
         if dst.is_file() or any(dst.iterdir()):
             raise OutputError(f"{dst}: already exists; pass --overwrite to replace it")
-    if overwrite and dst.exists() and not dst.is_dir() and output_kind(dst) == "folder":
-        raise OutputError(f"{dst}: is a file, and the output is a folder of frames (a name without an extension); "
-                          "choose another output")
-    if overwrite and dst.is_dir() and output_kind(dst) == "folder":
-        # --overwrite replaces a folder of frames as a whole: never one that holds anything else.
+    if overwrite and dst.exists() and output_kind(dst) == "folder":
+        # --overwrite replaces a folder of frames as a whole: never a file, nor a folder that holds anything else.
+        if not dst.is_dir():
+            raise OutputError(f"{dst}: is a file, and the output is a folder of frames (a name without an extension); "
+                              "choose another output")
         others = sorted(p.name for p in dst.iterdir() if not (p.is_file() and p.suffix.lower() == ".png"))
         if others:
             raise OutputError(f"{dst}: holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}, not only "

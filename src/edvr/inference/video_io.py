@@ -1037,8 +1037,7 @@ def finalize_video(segments: list[Path], dst: Path, *, source: Path | None, over
     segments = [Path(s) for s in segments]
     if not segments:
         raise ValueError("finalize_video needs at least one segment")
-    if source is not None and (dst.resolve() == Path(source).resolve()
-                               or (dst.exists() and os.path.samefile(dst, source))):  # IN.MP4 on a case-blind disk
+    if source is not None and dst.exists() and os.path.samefile(dst, source):  # (IN.MP4 on a disk blind to case too)
         raise OutputError(f"{dst}: is the input video; choose another output name")
     if dst.exists() and not overwrite:
         raise OutputError(f"{dst}: already exists; pass overwrite (--overwrite) or choose another name")
