@@ -389,6 +389,11 @@ def _first_frame(container: av.container.InputContainer, stream: av.video.stream
     return None
 
 
+def _is_hd(width: int, height: int) -> bool:
+    """The players' rule for untagged YUV: BT.709 for HD pictures, BT.601 below (see the module doc)."""
+    return width >= 1280 or height > 576
+
+
 @functools.lru_cache(maxsize=32)
 def _rgb48_white(pix_fmt: str, colorspace: int, color_range: int, src_colorspace: Colorspace | None) -> int:
     """The 16-bit RGB level that swscale gives a deep format's nominal white, and takes for it on the way back.
@@ -417,8 +422,7 @@ def _rgb48_white(pix_fmt: str, colorspace: int, color_range: int, src_colorspace
 def _video_to_array(frame: av.VideoFrame, deep: bool, turn: Turn) -> np.ndarray:
     kwargs: dict[str, Any] = {"interpolation": _SWS_FLAGS}
     if not frame.format.is_rgb and frame.colorspace == 2:  # unspecified: the players' HD rule, see module doc
-        kwargs["src_colorspace"] = (Colorspace.ITU709 if frame.width >= 1280 or frame.height > 576
-                                    else Colorspace.ITU601)
+        kwargs["src_colorspace"] = Colorspace.ITU709 if _is_hd(frame.width, frame.height) else Colorspace.ITU601
     if deep:
         white = _rgb48_white(frame.format.name, int(frame.colorspace), int(frame.color_range),
                              kwargs.get("src_colorspace"))
@@ -739,7 +743,7 @@ class SegmentWriter:
             codes["colorspace"], codes["color_range"] = 0, 2
         else:
             # An untagged source: encode with the matrix that players assume for the output's size, and tag it.
-            codes.setdefault("colorspace", 1 if width >= 1280 or height > 576 else 6)
+            codes.setdefault("colorspace", 1 if _is_hd(width, height) else 6)  # BT.709 or SMPTE 170M (BT.601)
             codes.setdefault("color_range", 1)
         self._matrix = _SWS_MATRIX.get(codes.get("colorspace", 1), Colorspace.ITU709)
         self._range = ColorRange.JPEG if codes.get("color_range") == 2 else ColorRange.MPEG
