@@ -33,7 +33,7 @@ from edvr.data.frames import PADDING_MODES
 from edvr.errors import EdvrError, InputError, OutputError
 from edvr.files import write_atomic
 from edvr.inference import video_io
-from edvr.inference.window import WindowRestorer
+from edvr.inference.window import HALF_DEVICES, WindowRestorer
 from edvr.models.edvr import EDVR
 from edvr.runtime import pick_device
 
@@ -398,7 +398,7 @@ def restore_video(
                                  f"use --nproc-per-node {gpus} or fewer, or --device cpu")
             dev = torch.device("cuda", local)
             torch.cuda.set_device(dev)  # this process's GPU, for later current-device calls (empty_cache, ...)
-        opts.half = opts.half and dev.type != "cpu"  # ignored on CPU: no reason to refuse a resume over it
+        opts.half = opts.half and dev.type in HALF_DEVICES  # ignored elsewhere: no reason to refuse a resume over it
         if info.interlaced and not quiet and rank == 0:
             print(f"edvr restore: {src} is interlaced; EDVR restores whole frames, so its combing is kept and "
                   "enlarged: deinterlace it first for a clean result (ffmpeg -i IN -vf bwdif -c:a copy OUT)",

@@ -23,6 +23,8 @@ from edvr.data.frames import window_indices
 from edvr.errors import InputError
 from edvr.models.edvr import EDVR, Pyramid, pad_to_multiple
 
+HALF_DEVICES = ("cuda", "mps")  # where --half runs fp16 autocast; it is ignored on the CPU
+
 
 @dataclass(frozen=True)
 class Tile:
@@ -135,7 +137,7 @@ class WindowRestorer:
         self.cache = cache  # False recomputes every frame's features in every window (the reference's way; for benchmarks)
         self.padding = padding
         self.device = torch.device(device)
-        self.half = half and self.device.type in ("cuda", "mps")  # fp16 autocast; none on the CPU
+        self.half = half and self.device.type in HALF_DEVICES
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.on_fallback: Callable[[], None] | None = None  # called after half, batch or tile changed (edvr restore
